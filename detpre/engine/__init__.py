@@ -1,0 +1,1 @@
+"""Training: the detpre trainer and config set-up shared by the tools."""

@@ -1,0 +1,1 @@
+"""Evaluators: Detectron2 DatasetEvaluators for detpre's datasets and analyses."""

@@ -1,0 +1,1 @@
+"""Backbones registered in Detectron2's BACKBONE_REGISTRY."""

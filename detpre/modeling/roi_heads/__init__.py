@@ -1,0 +1,1 @@
+"""ROI heads registered in Detectron2's ROI_HEADS_REGISTRY."""

@@ -1,0 +1,60 @@
+#!/usr/bin/env python
+"""Write a deterministic subset of a registered dataset as a COCO json.
+
+    python tools/make_subset.py --dataset coco_2017_train --size 10k --seed 0 \
+        --output datasets/coco/annotations/instances_train2017_10k_s0.json
+
+The subset is the one ``coco_2017_train_10k_s0`` names in every config (see
+``detpre.data.datasets.subsets``). Where the source was registered from a COCO json, that
+json is filtered, so every field (masks, keypoints, licences) survives; otherwise the
+dataset dicts are converted with Detectron2's ``convert_to_coco_dict``.
+"""
+import argparse
+import json
+import sys
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.coco import convert_to_coco_dict
+
+import detpre  # noqa: F401  (registers detpre's datasets)
+from detpre.data.datasets.subsets import register_subset
+from detpre.utils.file_io import atomic_write
+
+
+def subset_coco_dict(source: str, name: str) -> dict:
+    """The COCO dict of registered subset ``name`` of ``source``."""
+    records = DatasetCatalog.get(name)
+    json_file = MetadataCatalog.get(source).get("json_file", None)
+    if not json_file:
+        return convert_to_coco_dict(name)
+    with open(json_file) as f:
+        coco = json.load(f)
+    keep = {r["image_id"] for r in records}
+    coco["images"] = [im for im in coco["images"] if im["id"] in keep]
+    coco["annotations"] = [a for a in coco.get("annotations", []) if a["image_id"] in keep]
+    return coco
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True, help="a registered dataset, e.g. coco_2017_train")
+    parser.add_argument("--size", required=True, help="image count (1000, 10k, 3.5k) or percentage (10pct)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", required=True, help="COCO json to write")
+    args = parser.parse_args(argv)
+    if args.dataset not in DatasetCatalog.list():
+        parser.error(f"dataset {args.dataset!r} is not registered")
+    try:
+        name = register_subset(args.dataset, args.size, args.seed)
+        coco = subset_coco_dict(args.dataset, name)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with atomic_write(args.output) as f:
+        json.dump(coco, f)
+    print(f"{name}: {len(coco['images'])} images, {len(coco['annotations'])} annotations -> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
