@@ -50,3 +50,6 @@ def add_detpre_config(cfg: CN) -> None:
     # Which registered dataset mapper builds training batches (see
     # detpre.data.dataset_mappers.MAPPER_REGISTRY); "" is Detectron2's DatasetMapper.
     _C.INPUT.DATASET_MAPPER_NAME = ""
+    # Use detpre's resumable training loader: batches are a function of (SEED, rank,
+    # iteration), so --resume continues the same data stream. Off: Detectron2's loader.
+    _C.DATALOADER.RESUMABLE = True

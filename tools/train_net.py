@@ -8,13 +8,14 @@
 """
 import sys
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import default_setup, launch
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 import detpre  # noqa: F401  (registers detpre's components)
-from detpre.engine.defaults import DetpreTrainer, check_device, detpre_argument_parser, setup_cfg
+from detpre.checkpoint.atomic import AtomicCheckpointer
+from detpre.engine.defaults import check_device, detpre_argument_parser, setup_cfg
+from detpre.engine.trainer import DetpreTrainer
 
 
 def main(args):
@@ -23,7 +24,7 @@ def main(args):
     default_setup(cfg, args)
     if args.eval_only:
         model = DetpreTrainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = DetpreTrainer.test(cfg, model)

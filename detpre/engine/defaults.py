@@ -1,4 +1,4 @@
-"""The detpre launcher's building blocks: argument parser, config set-up and trainer.
+"""The detpre launcher's building blocks: argument parser and config set-up.
 
 ``tools/train_net.py`` is Detectron2's launcher plus what long initialisation studies need:
 named schedules (``--schedule 6x``), dataset subsets by name, and ``--dry-run`` to see the
@@ -10,12 +10,9 @@ from typing import Optional
 
 import torch
 from detectron2.config import CfgNode, get_cfg
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, default_argument_parser
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
+from detectron2.engine import default_argument_parser
 
 from ..config import add_detpre_config
-from ..data.dataset_mappers import MAPPER_REGISTRY
 from ..data.datasets.subsets import ensure_subset_registered
 from ..solver import apply_schedule
 
@@ -77,42 +74,3 @@ def check_device(cfg: CfgNode) -> None:
             f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but no CUDA device is available; "
             "add `MODEL.DEVICE cpu` to the command line to run on the CPU."
         )
-
-
-class DetpreTrainer(DefaultTrainer):
-    """Detectron2's ``DefaultTrainer`` with detpre's mappers and evaluators."""
-
-    @classmethod
-    def build_mapper(cls, cfg: CfgNode, is_train: bool):
-        """The mapper named by ``INPUT.DATASET_MAPPER_NAME``; None lets Detectron2 use its own."""
-        name = cfg.INPUT.DATASET_MAPPER_NAME
-        return MAPPER_REGISTRY.get(name)(cfg, is_train) if name else None
-
-    @classmethod
-    def build_train_loader(cls, cfg: CfgNode):
-        return build_detection_train_loader(cfg, mapper=cls.build_mapper(cfg, True))
-
-    @classmethod
-    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
-        return build_detection_test_loader(cfg, dataset_name, mapper=cls.build_mapper(cfg, False))
-
-    @classmethod
-    def build_evaluator(
-        cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
-    ) -> DatasetEvaluator:
-        """Pick the evaluator from the dataset's ``evaluator_type`` metadata."""
-        output_folder = output_folder or f"{cfg.OUTPUT_DIR}/inference/{dataset_name}"
-        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
-        evaluators = []
-        if evaluator_type in ("coco", "coco_panoptic_seg"):
-            evaluators.append(COCOEvaluator(dataset_name, output_dir=output_folder))
-        if evaluator_type == "kaist":
-            from ..evaluation import KAISTEvaluator
-
-            evaluators.append(KAISTEvaluator(dataset_name, output_dir=output_folder))
-        if not evaluators:
-            raise NotImplementedError(
-                f"No detpre evaluator for dataset {dataset_name!r} (evaluator_type="
-                f"{evaluator_type!r}); register it with evaluator_type 'coco' or 'kaist'."
-            )
-        return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)

@@ -1,0 +1,88 @@
+"""Training hooks that make long runs reproducible and stoppable."""
+import logging
+import random
+import signal
+import threading
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+
+from ..data.build import derive_seed
+
+logger = logging.getLogger(__name__)
+
+
+class StepSeed(HookBase):
+    """Seed every RNG from (seed, rank, iteration) before each step.
+
+    RPN/ROI sampling and dropout draw from torch's global RNG. Re-seeding per step makes
+    that draw a function of the iteration alone, so a resumed run continues exactly as the
+    uninterrupted one without storing RNG states (which only rank 0 could save). The seed
+    is saved with the trainer state and restored on resume, so ``SEED -1`` resumes too.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def before_step(self):
+        step_seed = derive_seed(self.seed, comm.get_rank(), self.trainer.iter)
+        random.seed(step_seed)
+        np.random.seed(step_seed)
+        torch.manual_seed(step_seed)
+
+    def state_dict(self) -> Dict[str, int]:
+        return {"seed": self.seed}
+
+    def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.seed = int(state["seed"])
+
+
+class CheckpointOnSignal(HookBase):
+    """On SIGTERM or SIGINT (Ctrl-C), finish the current step, save a checkpoint and exit.
+
+    Schedulers of shared clusters send SIGTERM before preemption. The signal only sets a
+    flag; the step in flight completes, so the saved state is consistent. With several
+    processes the flag is all-reduced every step so that every rank stops at the same
+    iteration (a rank stopping alone would hang the others in DDP's all-reduce).
+    """
+
+    def __init__(self, checkpointer):
+        self.checkpointer = checkpointer
+        self._signal: Optional[int] = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        logger.warning("Received %s: saving a checkpoint after this step.", signal.Signals(signum).name)
+        self._signal = signum
+
+    def before_train(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def after_train(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _stop_requested(self) -> int:
+        if comm.get_world_size() == 1:
+            return self._signal or 0
+        flag = torch.tensor([self._signal or 0], dtype=torch.int64)
+        if dist.get_backend() == "nccl":
+            flag = flag.cuda()
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+    def after_step(self):
+        signum = self._stop_requested()
+        if not signum:
+            return
+        iteration = self.trainer.iter
+        self.checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
+        logger.warning("Stopped at iteration %d; resume with --resume.", iteration)
+        raise SystemExit(128 + signum)

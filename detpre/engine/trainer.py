@@ -1,0 +1,124 @@
+"""``DetpreTrainer``: Detectron2's ``DefaultTrainer`` for long, preemptible studies.
+
+What it changes, and why:
+
+* the training loader is :class:`~detpre.data.build.ResumableTrainLoader`, and every RNG
+  is seeded per step (:class:`~detpre.engine.hooks.StepSeed`), so ``--resume`` after a kill
+  continues the very same run: iteration, optimizer, LR schedule, data position, RNG;
+* checkpoints are atomic and a broken one is skipped at resume
+  (:class:`~detpre.checkpoint.atomic.AtomicCheckpointer`); SIGTERM/Ctrl-C save one;
+* a NaN/inf loss stops the run with the last good checkpoint named;
+* several processes on a machine without GPUs train with gloo (DDP without device ids);
+* mappers and evaluators are chosen by config / dataset metadata (KAIST, two views).
+"""
+import logging
+import weakref
+from typing import Optional
+
+from detectron2.config import CfgNode
+from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..checkpoint.atomic import AtomicCheckpointer
+from ..data.build import ResumableTrainLoader, build_resumable_train_loader
+from ..data.dataset_mappers import MAPPER_REGISTRY
+from .hooks import CheckpointOnSignal, StepSeed
+
+logger = logging.getLogger(__name__)
+
+
+class DetpreTrainer(DefaultTrainer):
+    """Detectron2's ``DefaultTrainer`` with exact resume, safe checkpoints and detpre's data."""
+
+    def __init__(self, cfg: CfgNode):
+        # DefaultTrainer.__init__ hard-codes its checkpointer and DDP device ids (which fail
+        # on CPU processes), so its construction is restated here in the same order.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        on_cpu = cfg.MODEL.DEVICE == "cpu"
+        model = create_ddp_model(
+            model, broadcast_buffers=False, device_ids=None if on_cpu else [comm.get_local_rank()]
+        )
+        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    def build_hooks(self):
+        data_loader = self._trainer.data_loader
+        seed = data_loader.plan.seed if isinstance(data_loader, ResumableTrainLoader) else max(self.cfg.SEED, 0)
+        hooks = super().build_hooks()
+        # Seeding comes first (before any other hook's before_step); the signal hook last,
+        # so that a step's periodic checkpoint and metrics are written before it stops.
+        return [StepSeed(seed)] + hooks + [CheckpointOnSignal(self.checkpointer)]
+
+    def resume_or_load(self, resume: bool = True) -> None:
+        super().resume_or_load(resume=resume)
+        data_loader = self._trainer.data_loader
+        if isinstance(data_loader, ResumableTrainLoader):
+            data_loader.plan.seed = next(h for h in self._hooks if isinstance(h, StepSeed)).seed
+            data_loader.set_start_iter(self.start_iter)
+
+    def train(self):
+        try:
+            return super().train()
+        except FloatingPointError as e:
+            last = self.checkpointer.get_checkpoint_file() if self.checkpointer.has_checkpoint() else ""
+            raise FloatingPointError(
+                f"{e}\nTraining diverged at iteration {self.iter}. Last good checkpoint: "
+                f"{last or 'none (no checkpoint was written yet)'}."
+            ) from e
+
+    @classmethod
+    def build_mapper(cls, cfg: CfgNode, is_train: bool):
+        """The mapper named by ``INPUT.DATASET_MAPPER_NAME``; None lets Detectron2 use its own."""
+        name = cfg.INPUT.DATASET_MAPPER_NAME
+        return MAPPER_REGISTRY.get(name)(cfg, is_train) if name else None
+
+    @classmethod
+    def build_train_loader(cls, cfg: CfgNode):
+        mapper = cls.build_mapper(cfg, True)
+        if cfg.DATALOADER.RESUMABLE and cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler":
+            return build_resumable_train_loader(cfg, mapper)
+        if cfg.DATALOADER.RESUMABLE:
+            logger.warning(
+                "DATALOADER.SAMPLER_TRAIN %s: using Detectron2's loader, which restarts its data "
+                "stream on --resume.", cfg.DATALOADER.SAMPLER_TRAIN,
+            )
+        return build_detection_train_loader(cfg, mapper=mapper)
+
+    @classmethod
+    def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
+        return build_detection_test_loader(cfg, dataset_name, mapper=cls.build_mapper(cfg, False))
+
+    @classmethod
+    def build_evaluator(
+        cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
+    ) -> DatasetEvaluator:
+        """Pick the evaluator from the dataset's ``evaluator_type`` metadata."""
+        output_folder = output_folder or f"{cfg.OUTPUT_DIR}/inference/{dataset_name}"
+        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
+        evaluators = []
+        if evaluator_type in ("coco", "coco_panoptic_seg"):
+            evaluators.append(COCOEvaluator(dataset_name, output_dir=output_folder))
+        if evaluator_type == "kaist":
+            from ..evaluation import KAISTEvaluator
+
+            evaluators.append(KAISTEvaluator(dataset_name, output_dir=output_folder))
+        if not evaluators:
+            raise NotImplementedError(
+                f"No detpre evaluator for dataset {dataset_name!r} (evaluator_type="
+                f"{evaluator_type!r}); register it with evaluator_type 'coco' or 'kaist'."
+            )
+        return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
