@@ -67,3 +67,18 @@ def test_bad_config_file_names_the_file(tmp_path):
     bad.write_text("SOLVER:\n  MAX_ITER: 'many'\n")
     with pytest.raises(ConfigError, match=f"{bad}.*MAX_ITER"):
         cli(["--config-file", str(bad), "--dry-run"])
+
+
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (["MODEL.PIXEL_STD", "[1.0, 1.0]"], "PIXEL_MEAN has 3 values.*PIXEL_STD has 2"),
+        (["MODEL.PIXEL_MEAN", "[1.0, 2.0, 3.0, 4.0]", "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0, 1.0]"],
+         "'BGR' has 3 channels but MODEL.PIXEL_MEAN has 4"),
+    ],
+)
+def test_inconsistent_input_channels_fail_before_any_data(opts, message):
+    from detpre.engine.defaults import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        cli(["--config-file", GN_9X, "--dry-run", *opts])

@@ -61,10 +61,36 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     except (AssertionError, KeyError, ValueError, TypeError) as e:
         raise ConfigError(f"Invalid command-line override {args.opts}: {e}") from e
     apply_schedule(cfg, getattr(args, "schedule", ""))
+    check_input_channels(cfg)
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         ensure_subset_registered(name)
     cfg.freeze()
     return cfg
+
+
+# Channels of Detectron2's own image formats; multispectral formats (KAIST) are checked by
+# their mapper, which knows its modalities.
+_FORMAT_CHANNELS = {"BGR": 3, "RGB": 3, "YUV-BT.601": 3, "L": 1}
+
+
+def check_input_channels(cfg: CfgNode) -> None:
+    """PIXEL_MEAN, PIXEL_STD and INPUT.FORMAT must agree on the number of input channels.
+
+    Detectron2 would only fail at the first forward pass, deep in a broadcast, after the
+    data was loaded; the backbone's stem is sized from ``len(PIXEL_MEAN)``.
+    """
+    mean, std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
+    if len(mean) != len(std):
+        raise ConfigError(
+            f"MODEL.PIXEL_MEAN has {len(mean)} values ({list(mean)}) but MODEL.PIXEL_STD has "
+            f"{len(std)} ({list(std)}): give one per input channel."
+        )
+    expected = _FORMAT_CHANNELS.get(cfg.INPUT.FORMAT)
+    if expected is not None and len(mean) != expected:
+        raise ConfigError(
+            f"INPUT.FORMAT {cfg.INPUT.FORMAT!r} has {expected} channels but MODEL.PIXEL_MEAN has "
+            f"{len(mean)} values ({list(mean)})."
+        )
 
 
 def check_device(cfg: CfgNode) -> None:
