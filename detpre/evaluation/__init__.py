@@ -1,1 +1,2 @@
 """Evaluators: Detectron2 DatasetEvaluators for detpre's datasets and analyses."""
+from .iou_sweep import APSweep, COCOIoUSweepEvaluator, PascalVOCIoUSweepEvaluator  # noqa: F401

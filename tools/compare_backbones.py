@@ -1,0 +1,159 @@
+#!/usr/bin/env python
+"""Two backbones on the same images: neighbour overlap, linear CKA and activation maps.
+
+    python tools/compare_backbones.py \
+        --a-name detection --a-config configs/X.yaml --a-weights output/X/model_final.pth \
+        --b-name imagenet --b-config r50_torchvision.yaml \
+        --images datasets/coco/val2017_500 --stages res4 res5 --k 5 --big-k 20 \
+        --maps img1.jpg img2.jpg --map-stage res4 --output-dir output/compare
+    # KAIST: the visible and the thermal frame of one pair, side by side
+    ... --pair set06/V000/visible/I00000.jpg set06/V000/lwir/I00000.jpg
+
+For every stage, pooled features of both backbones on ``--images`` (cached) give:
+ - the k-NN overlap in both directions: of each image's ``k`` nearest neighbours in one
+   space, the fraction found among its ``big_k`` nearest in the other (Li et al.'s
+   asymmetry: detection neighbours are classification neighbours, not the reverse);
+ - linear CKA between every stage of A and every stage of B.
+Activation maps (channel sum and top channel of ``--map-stage``) of both backbones on the
+``--maps`` images or the ``--pair`` frames are drawn side by side. Everything is written
+to ``--output-dir`` (comparison.json, activation_maps.png) and summarized on stdout.
+"""
+import argparse
+import json
+import os
+import sys
+from argparse import Namespace
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from detectron2.config import CfgNode
+
+from detpre.analysis.activations import ActivationMaps, activation_maps
+from detpre.analysis.cka import cka_matrix
+from detpre.analysis.features import list_images, load_backbone, load_image, pooled_features, stage_map, to_rgb
+from detpre.analysis.neighbors import overlap_both_ways
+from detpre.analysis.plots import plot_activation_comparison
+from detpre.engine.defaults import setup_cfg
+from detpre.utils.file_io import atomic_write
+
+Backbone = Tuple[str, CfgNode, str]  # (name, config, weights)
+
+
+def compare_features(
+    a: Backbone,
+    b: Backbone,
+    root: str,
+    stages: Sequence[str],
+    k: int,
+    big_k: int,
+    cache_dir: Optional[str],
+    size: int = 224,
+    batch_size: int = 32,
+    device: Optional[torch.device] = None,
+) -> dict:
+    """``{"knn": {stage: {"a_to_b", "b_to_a"}}, "cka": {stage_a: {stage_b: cka}}}``."""
+    paths = list_images(root)
+    feats = [pooled_features(cfg, w, root, paths, stages, size, cache_dir, batch_size, device) for _, cfg, w in (a, b)]
+    return {
+        "images": len(paths),
+        "knn": {s: overlap_both_ways(feats[0][s], feats[1][s], k, big_k) for s in stages},
+        "cka": cka_matrix(feats[0], feats[1]),
+    }
+
+
+def draw_maps(
+    backbones: Sequence[Backbone],
+    images: Sequence[Tuple[str, str]],
+    stage: str,
+    path: str,
+    size: int = 448,
+    device: Optional[torch.device] = None,
+) -> Dict[str, List[ActivationMaps]]:
+    """Activation maps of ``stage`` for each backbone on each ``(label, image path)``, drawn to ``path``."""
+    maps: Dict[str, List[ActivationMaps]] = {}
+    for name, cfg, weights in backbones:
+        extractor = load_backbone(cfg, weights, [stage])
+        maps[name] = [
+            activation_maps(stage_map(extractor, load_image(p, cfg.INPUT.FORMAT, size, crop=False), stage, device))
+            for _, p in images
+        ]
+    fmt = backbones[0][1].INPUT.FORMAT
+    shown = [(label, to_rgb(load_image(p, fmt, size, crop=False), fmt)) for label, p in images]
+    plot_activation_comparison(shown, maps, path, stage)
+    return maps
+
+
+def backbone_args(parser: argparse.ArgumentParser, side: str) -> None:
+    parser.add_argument(f"--{side}-name", default=side.upper(), help=f"label of backbone {side.upper()}")
+    parser.add_argument(f"--{side}-config", default="", help="its config file")
+    parser.add_argument(f"--{side}-weights", default=None, help="its checkpoint (default: the config's MODEL.WEIGHTS)")
+    parser.add_argument(f"--{side}-opts", nargs="*", default=[], metavar="KEY VALUE", help="its config overrides")
+
+
+def backbone_from(args: argparse.Namespace, side: str) -> Backbone:
+    cfg = setup_cfg(Namespace(config_file=getattr(args, f"{side}_config"), opts=getattr(args, f"{side}_opts")))
+    weights = getattr(args, f"{side}_weights")
+    weights = cfg.MODEL.WEIGHTS if weights is None else weights
+    if weights and not os.path.isfile(weights):
+        raise FileNotFoundError(f"checkpoint {weights!r} of backbone {side.upper()} does not exist")
+    return getattr(args, f"{side}_name"), cfg, weights
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    backbone_args(parser, "a")
+    backbone_args(parser, "b")
+    parser.add_argument("--images", default="", help="folder of images (recursive) for k-NN overlap and CKA")
+    parser.add_argument("--stages", nargs="+", default=["res4", "res5"])
+    parser.add_argument("--k", type=int, default=5, help="neighbours of an image in the first space")
+    parser.add_argument("--big-k", type=int, default=20, help="neighbourhood searched in the second space")
+    parser.add_argument("--size", type=int, default=224, help="input size for pooled features")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--cache-dir", default="output/feature_cache", help="'' disables the feature cache")
+    parser.add_argument("--maps", nargs="*", default=[], help="images to draw activation maps on")
+    parser.add_argument("--pair", nargs=2, metavar=("VISIBLE", "THERMAL"), help="a KAIST frame pair for the maps")
+    parser.add_argument("--map-stage", default="res4")
+    parser.add_argument("--map-size", type=int, default=448, help="shorter side of images for the maps")
+    parser.add_argument("--device", default="", help="cuda, cpu, ... (default: cuda when available)")
+    parser.add_argument("--output-dir", default="output/compare")
+    args = parser.parse_args(argv)
+    if not args.images and not args.maps and not args.pair:
+        parser.error("nothing to do: give --images, --maps or --pair")
+    device = torch.device(args.device) if args.device else None
+    report: dict = {}
+    try:
+        a, b = backbone_from(args, "a"), backbone_from(args, "b")
+        report["backbones"] = {name: weights for name, _, weights in (a, b)}
+        if args.images:
+            report.update(
+                compare_features(
+                    a, b, args.images, args.stages, args.k, args.big_k, args.cache_dir or None,
+                    args.size, args.batch_size, device,
+                )
+            )
+        images = [(os.path.basename(p), p) for p in args.maps]
+        if args.pair:
+            images += [("visible", args.pair[0]), ("thermal", args.pair[1])]
+        if images:
+            png = os.path.join(args.output_dir, "activation_maps.png")
+            maps = draw_maps((a, b), images, args.map_stage, png, args.map_size, device)
+            report["top_channels"] = {name: [m.top_channel for m in per] for name, per in maps.items()}
+            report["activation_maps"] = png
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    (na, _, _), (nb, _, _) = a, b
+    for stage, o in report.get("knn", {}).items():
+        print(f"{stage}: k-NN overlap (k={args.k} in K={args.big_k})  {na}->{nb} {o['a_to_b']:.3f}  "
+              f"{nb}->{na} {o['b_to_a']:.3f}")
+    for sa, row in report.get("cka", {}).items():
+        print(f"linear CKA {na}.{sa} vs " + "  ".join(f"{nb}.{sb} {v:.3f}" for sb, v in row.items()))
+    if "activation_maps" in report:
+        print(f"activation maps written to {report['activation_maps']}")
+    with atomic_write(os.path.join(args.output_dir, "comparison.json")) as f:
+        json.dump(report, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
