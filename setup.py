@@ -12,7 +12,7 @@ setup(
     version="0.1.0",
     description="Detectron2 extension for weight initialization studies: training from scratch, "
     "box-domain pre-training, transfer analysis and KAIST multispectral pedestrians.",
-    packages=find_packages(include=["detpre", "detpre.*"]),
+    packages=find_packages(include=["detpre", "detpre.*", "kaisteval", "kaisteval.*"]),
     python_requires=">=3.8",
     install_requires=[
         "numpy",

@@ -1,0 +1,180 @@
+"""KAIST log-average miss rate as a Detectron2 ``DatasetEvaluator``.
+
+The protocol lives in the pure-numpy ``kaisteval`` package (shared with
+``tools/kaist_eval.py``); this wrapper only collects predictions, takes the ground truth
+from the registered dataset and writes the result file papers exchange.
+
+Ground truth comes from the dataset dicts (``DatasetCatalog.get(name)``), not from the
+annotation directory in the metadata: a subset of a KAIST dataset inherits the source's
+metadata but not its frames. Each annotation's ``label``, ``occlusion`` and ``iscrowd``
+(the file's ignore flag, or any non-``person`` label) become the bbGt fields the protocol
+filters on, so the numbers equal those of the CLI on the same frames.
+
+Boxes are written as predicted, without the +1 that ``kaist_eval_full.m``'s ``aggreg_dets``
+adds to the 0-based corners of per-frame detector outputs: detpre trains on the bbGt
+coordinates as they are (``detpre.data.datasets.kaist``), so its predictions already live in
+the annotations' frame.
+"""
+
+import itertools
+import json
+import logging
+import os
+import re
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.structures import BoxMode
+from detectron2.utils import comm
+from detectron2.utils.file_io import PathManager
+
+if TYPE_CHECKING:  # kaisteval is imported where used: see ground_truth_from_dicts
+    from kaisteval import BBGTObject, Frame, GroundTruth
+
+__all__ = ["KAISTEvaluator", "RESULT_KEYS"]
+
+logger = logging.getLogger(__name__)
+
+#: Key in the returned results for each setting of ``kaist_eval_full.m``.
+RESULT_KEYS = OrderedDict(
+    [
+        ("Reasonable-all", "MR_all"),
+        ("Reasonable-day", "MR_day"),
+        ("Reasonable-night", "MR_night"),
+        ("Scale=near", "MR_near"),
+        ("Scale=medium", "MR_medium"),
+        ("Scale=far", "MR_far"),
+        ("Occ=none", "MR_occ_none"),
+        ("Occ=partial", "MR_occ_partial"),
+        ("Occ=heavy", "MR_occ_heavy"),
+    ]
+)
+DETECTIONS_FILE = "kaist_detections.txt"
+RESULTS_FILE = "kaist_results.json"
+_ID_RE = re.compile(r"\d+")
+
+
+def _frame(record: Dict[str, Any], dataset_name: str) -> "Frame":
+    """The frame of a KAIST dataset dict, from its ``set_id``/``video_id``/``frame_id``."""
+    from kaisteval import Frame
+
+    try:
+        return Frame(*(int(_ID_RE.search(str(record[k])).group()) for k in ("set_id", "video_id", "frame_id")))
+    except (KeyError, AttributeError):
+        raise KeyError(
+            f"KAISTEvaluator: dataset {dataset_name!r} image {record.get('image_id')!r} lacks "
+            "'set_id'/'video_id'/'frame_id' (e.g. 'set06', 'V000', 'I00019'), which the "
+            "day/night split needs; register it with detpre.data.datasets.kaist."
+        ) from None
+
+
+def _objects(record: Dict[str, Any]) -> List["BBGTObject"]:
+    from kaisteval import BBGTObject
+
+    objects = []
+    for ann in record.get("annotations", []):
+        x, y, w, h = BoxMode.convert(list(ann["bbox"]), ann["bbox_mode"], BoxMode.XYWH_ABS)
+        objects.append(
+            BBGTObject(
+                label=ann.get("label", "person"),
+                x=float(x),
+                y=float(y),
+                w=float(w),
+                h=float(h),
+                occlusion=int(ann.get("occlusion", 0)),
+                ignore=int(ann.get("iscrowd", 0)),
+            )
+        )
+    return objects
+
+
+def ground_truth_from_dicts(dicts: List[Dict[str, Any]], dataset_name: str) -> Tuple[List["Frame"], "GroundTruth"]:
+    """Frames (in dataset order) and ground truth of Detectron2 KAIST dataset dicts.
+
+    ``kaisteval`` is imported in the functions that use it, so that ``import
+    detpre.evaluation`` (and the COCO tools behind it) works where only ``detpre`` is on
+    the path; the KAIST evaluator itself needs both installed.
+    """
+    from kaisteval import GroundTruth
+
+    frames = [_frame(d, dataset_name) for d in dicts]
+    return frames, GroundTruth.from_objects([_objects(d) for d in dicts])
+
+
+class KAISTEvaluator(DatasetEvaluator):
+    """Log-average miss rate (MR^-2, in %) of every ``kaist_eval_full.m`` setting.
+
+    Returns ``{"kaist": {"MR_all", "MR_day", "MR_night", "MR_near", ...}}`` (NaN where a
+    setting has no frame or no person). With ``output_dir``, also writes
+    ``kaist_detections.txt`` (``frame,x,y,w,h,score``, frames 1-based in dataset order:
+    the file other KAIST tools and papers' result sets use) and ``kaist_results.json``.
+    The numbers are computed from that text (4 decimals), so re-running
+    ``tools/kaist_eval.py`` on the file gives them back exactly.
+    """
+
+    def __init__(self, dataset_name: str, output_dir: Optional[str] = None, distributed: bool = True):
+        self._dataset_name = dataset_name
+        self._output_dir = output_dir
+        self._distributed = distributed
+        self._cpu_device = torch.device("cpu")
+        self._predictions: List[Tuple[Any, np.ndarray, np.ndarray]] = []
+
+    def reset(self) -> None:
+        self._predictions = []
+
+    def process(self, inputs: List[Dict[str, Any]], outputs: List[Dict[str, Any]]) -> None:
+        for inp, out in zip(inputs, outputs):
+            instances = out["instances"].to(self._cpu_device)
+            xyxy = instances.pred_boxes.tensor.numpy().astype(np.float64)
+            xywh = BoxMode.convert(xyxy, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS).reshape(-1, 4)
+            self._predictions.append((inp["image_id"], xywh, instances.scores.numpy().astype(np.float64)))
+
+    def evaluate(self) -> Dict[str, Dict[str, float]]:
+        from kaisteval import Detections, evaluate
+        from kaisteval.detections import format_detections, parse_detections
+
+        if self._distributed:
+            comm.synchronize()
+            predictions = list(itertools.chain(*comm.gather(self._predictions, dst=0)))
+            if not comm.is_main_process():
+                return {}
+        else:
+            predictions = self._predictions
+
+        dicts = DatasetCatalog.get(self._dataset_name)
+        frames, gt = ground_truth_from_dicts(dicts, self._dataset_name)
+        position = {d["image_id"]: i for i, d in enumerate(dicts)}
+        unknown = [p[0] for p in predictions if p[0] not in position]
+        if unknown:
+            raise KeyError(f"KAISTEvaluator: image_id {unknown[0]!r} is not in dataset {self._dataset_name!r}.")
+        if not predictions:
+            logger.warning("KAISTEvaluator: no predictions for %s; every miss rate is 100%%.", self._dataset_name)
+        detections = Detections(
+            frame=np.concatenate(
+                [np.full(len(s), position[i], dtype=np.int64) for i, _, s in predictions] + [np.zeros(0, np.int64)]
+            ),
+            boxes=np.concatenate([b for _, b, _ in predictions] + [np.zeros((0, 4))]),
+            scores=np.concatenate([s for _, _, s in predictions] + [np.zeros(0)]),
+        )
+        text = format_detections(detections)
+        results = evaluate(gt, frames, parse_detections(text, DETECTIONS_FILE, len(frames), "txt"))
+
+        if self._output_dir:
+            PathManager.mkdirs(self._output_dir)
+            with PathManager.open(os.path.join(self._output_dir, DETECTIONS_FILE), "w") as f:
+                f.write(text)
+            with PathManager.open(os.path.join(self._output_dir, RESULTS_FILE), "w") as f:
+                json.dump({name: r.to_dict() for name, r in results.items()}, f, indent=2)
+        summary = OrderedDict((key, 100.0 * results[name].mr) for name, key in RESULT_KEYS.items() if name in results)
+        logger.info(
+            "KAIST log-average miss rate on %s (%d frames, %d detections): %s",
+            self._dataset_name,
+            len(frames),
+            len(detections),
+            ", ".join(f"{k} {v:.2f}%" for k, v in summary.items()),
+        )
+        return OrderedDict(kaist=summary)

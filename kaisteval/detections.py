@@ -1,0 +1,161 @@
+"""Detection result files: the toolbox's text format and COCO-style JSON.
+
+Text, as ``kaist_eval_full.m`` aggregates it and ``bbGt>loadAll`` reads it: one detection
+a line, ``frame,x,y,w,h,score``, with ``frame`` the 1-based position of the frame in the
+image set and x, y the top-left corner in pixels (commas or blanks; ``%``/``#`` comment
+lines allowed, as MATLAB's ``load -ascii`` does). JSON: a list of
+``{"image_id": <0-based position>, "bbox": [x, y, w, h], "score": s}`` (extra keys such as
+``category_id`` are ignored). Both are converted to 0-based frame positions once, here.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from typing import Callable, NamedTuple, Optional
+
+import numpy as np
+
+__all__ = [
+    "Detections",
+    "DetectionFormatError",
+    "read_detections",
+    "parse_detections",
+    "format_detections",
+    "write_detections",
+]
+
+
+class DetectionFormatError(ValueError):
+    """A result file cannot be read; the message names the file and line (or entry)."""
+
+
+class Detections(NamedTuple):
+    frame: np.ndarray  # (N,) int64, 0-based position in the image set
+    boxes: np.ndarray  # (N, 4) float64 x y w h
+    scores: np.ndarray  # (N,) float64
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls(np.zeros(0, dtype=np.int64), np.zeros((0, 4)), np.zeros(0))
+
+
+def _check(
+    frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, n_frames: int, where: Callable[[int], str], base: int
+) -> Detections:
+    """Validate parsed columns; ``where(i)`` names row i's file and line (or entry)."""
+    problems = (
+        (~np.isfinite(frame) | (frame != np.round(frame)), "frame index is not an integer"),
+        (
+            (frame < base) | (frame >= n_frames + base),
+            f"frame index out of range {base}..{n_frames - 1 + base} (the image set has {n_frames} frames)",
+        ),
+        (~np.isfinite(boxes).all(axis=1) | ~np.isfinite(scores), "box or score is not finite"),
+        ((boxes[:, 2] < 0) | (boxes[:, 3] < 0), "negative box width or height"),
+    )
+    for bad, message in problems:
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise DetectionFormatError(f"{where(i)}: {message} (frame index {frame[i]:g})")
+    return Detections(frame.astype(np.int64) - base, boxes, scores)
+
+
+def _read_text(path: str, text: str, n_frames: int) -> Detections:
+    lines = text.replace(",", " ").splitlines()
+    numbers = [(i, line.split()) for i, line in enumerate(lines, start=1)]
+    numbers = [(i, f) for i, f in numbers if f and f[0][0] not in "%#"]
+    if not numbers:
+        return Detections.empty()
+    lineno = np.fromiter((i for i, _ in numbers), dtype=np.int64, count=len(numbers))
+    try:
+        table = np.array([f for _, f in numbers], dtype=np.float64)
+        if table.ndim != 2 or table.shape[1] != 6:
+            raise ValueError
+    except ValueError:
+        for i, fields in numbers:  # find the first offending line for the message
+            try:
+                if len(fields) == 6:
+                    [float(v) for v in fields]
+                    continue
+            except ValueError:
+                pass
+            raise DetectionFormatError(
+                f"{path}:{i}: expected 6 numbers 'frame,x,y,w,h,score', got {lines[i - 1].strip()!r}"
+            ) from None
+        raise  # pragma: no cover - numpy refused a table whose lines all parse
+    return _check(table[:, 0], table[:, 1:5], table[:, 5], n_frames, lambda i: f"{path}:{lineno[i]}", 1)
+
+
+def _read_json(path: str, text: str, n_frames: int) -> Detections:
+    try:
+        entries = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DetectionFormatError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    if not isinstance(entries, list):
+        raise DetectionFormatError(f"{path}: expected a JSON list of detections, got {type(entries).__name__}")
+    if not entries:
+        return Detections.empty()
+    try:
+        table = np.array([(e["image_id"], *e["bbox"], e["score"]) for e in entries], dtype=np.float64).reshape(
+            len(entries), -1
+        )
+        if table.shape[1] != 6:
+            raise ValueError
+    except (KeyError, TypeError, ValueError):
+        for k, e in enumerate(entries):
+            try:
+                ok = len(e["bbox"]) == 4 and all(
+                    isinstance(v, (int, float)) for v in [e["image_id"], e["score"], *e["bbox"]]
+                )
+            except (KeyError, TypeError):
+                ok = False
+            if not ok:
+                raise DetectionFormatError(
+                    f"{path}: entry {k}: expected {{'image_id': int, 'bbox': [x, y, w, h], 'score': float}}, "
+                    f"got {e!r}"
+                ) from None
+        raise  # pragma: no cover
+    return _check(table[:, 0], table[:, 1:5], table[:, 5], n_frames, lambda i: f"{path}: entry {i}", 0)
+
+
+def read_detections(path: str, n_frames: int, fmt: Optional[str] = None) -> Detections:
+    """Read a result file (``fmt`` "txt" or "json"; by default sniffed from the content)."""
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"detection file not found: {path}") from None
+    return parse_detections(text, path, n_frames, fmt)
+
+
+def parse_detections(text: str, path: str, n_frames: int, fmt: Optional[str] = None) -> Detections:
+    """Parse the content of a result file; ``path`` names it in error messages."""
+    if fmt is None:
+        fmt = "json" if text.lstrip()[:1] in ("[", "{") else "txt"
+    if fmt == "json":
+        return _read_json(path, text, n_frames)
+    if fmt == "txt":
+        return _read_text(path, text, n_frames)
+    raise ValueError(f"unknown detection format {fmt!r}; expected 'txt' or 'json'")
+
+
+def format_detections(detections: Detections) -> str:
+    """The toolbox's text format, as ``kaist_eval_full.m`` writes it: 1-based frames,
+    ``%d,%.4f,%.4f,%.4f,%.4f,%.8f``."""
+    d = detections
+    table = np.column_stack([d.frame + 1, d.boxes, d.scores]) if len(d) else np.zeros((0, 6))
+    buffer = io.StringIO()
+    np.savetxt(buffer, table, fmt=["%d", "%.4f", "%.4f", "%.4f", "%.4f", "%.8f"], delimiter=",")
+    return buffer.getvalue()
+
+
+def write_detections(path: str, detections: Detections) -> None:
+    """Write a result file in the toolbox's text format (atomically)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(format_detections(detections))
+    os.replace(tmp, path)
