@@ -53,3 +53,76 @@ def add_detpre_config(cfg: CN) -> None:
     # Use detpre's resumable training loader: batches are a function of (SEED, rank,
     # iteration), so --resume continues the same data stream. Off: Detectron2's loader.
     _C.DATALOADER.RESUMABLE = True
+
+    # ------------------------------------------------- KAIST: visible + thermal input
+    # Read by the "MultispectralDatasetMapper" (INPUT.DATASET_MAPPER_NAME), whose
+    # INPUT.FORMAT names the channels: "BGRT"/"RGBT" (3 + 1), "BGRTTT"/"RGBTTT" (3 + 3, the
+    # thermal frame repeated), "TTT"/"T" (thermal only); MODEL.PIXEL_MEAN/STD give one value
+    # per channel. Geometric augmentation (INPUT.MIN_SIZE_*, RANDOM_FLIP, CROP) is shared.
+    _C.INPUT.KAIST = CN()
+    # Which boxes of *paired* annotations supervise training: "visible", "lwir" (objects not
+    # annotated in that modality are dropped), "union" (the box enclosing both) or "average"
+    # (their mean). Annotations that are not paired have one box and ignore this key.
+    _C.INPUT.KAIST.BOX_SOURCE = "union"
+    # Per-modality photometric augmentation at training time, as (min, max) factors drawn
+    # uniformly per image (Detectron2's RandomBrightness/Contrast/Saturation); (1.0, 1.0) is
+    # off. The visible and the thermal frame draw independently.
+    _C.INPUT.KAIST.VISIBLE_BRIGHTNESS = (1.0, 1.0)
+    _C.INPUT.KAIST.VISIBLE_CONTRAST = (1.0, 1.0)
+    _C.INPUT.KAIST.VISIBLE_SATURATION = (1.0, 1.0)
+    _C.INPUT.KAIST.LWIR_BRIGHTNESS = (1.0, 1.0)
+    _C.INPUT.KAIST.LWIR_CONTRAST = (1.0, 1.0)
+
+    # Halfway fusion (backbone "build_halfway_fusion_resnet_fpn_backbone"): a visible and a
+    # thermal ResNet stream up to FUSION.STAGE, concatenated and merged by a 1x1 conv there
+    # (and at every earlier stage the FPN reads); later stages, FPN and heads are shared.
+    _C.MODEL.FUSION = CN()
+    # Last stage run separately per modality: "res2", "res3" (stride 8, as Liu et al.'s
+    # fusion after VGG conv4), "res4" or "res5".
+    _C.MODEL.FUSION.STAGE = "res3"
+    # Initial weights of each stream (a Detectron2 .pkl/.pth of a ResNet or a whole detector,
+    # e.g. ImageNet R-50), loaded when the backbone is built; a first conv with other input
+    # channels is inflated/averaged (detpre.checkpoint). "" leaves the stream's own init;
+    # MODEL.WEIGHTS, loaded afterwards, overrides both.
+    _C.MODEL.FUSION.VISIBLE_WEIGHTS = ""
+    _C.MODEL.FUSION.THERMAL_WEIGHTS = ""
+
+    # ------------------------------------------- box-domain pre-training (AlignDet)
+    # MODEL.META_ARCHITECTURE "BoxDomainPretrainer" wraps the detector named here as an
+    # online detector plus a momentum (EMA) copy, trained on selective-search proposals
+    # (tools/precompute_proposals.py; MODEL.LOAD_PROPOSALS + DATASETS.PROPOSAL_FILES_TRAIN)
+    # seen in two views ("TwoViewDatasetMapper"). See configs/AlignDet.
+    _C.MODEL.BOX_DOMAIN = CN()
+    # The wrapped detector's meta-architecture: "GeneralizedRCNN" (standard or cascade ROI
+    # heads) or "RetinaNet"; the rest of MODEL.* configures it as usual.
+    _C.MODEL.BOX_DOMAIN.DETECTOR_ARCHITECTURE = "GeneralizedRCNN"
+    # Image-domain weights of the detector (ImageNet .pkl, a self-supervised or from-scratch
+    # checkpoint, or a whole detector), loaded into it when it is built, before the momentum
+    # copy is made. MODEL.WEIGHTS is for box-domain checkpoints of this meta-architecture.
+    _C.MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS = ""
+    # Keep the backbone's bottom-up network (the FPN's input; the whole backbone if it has
+    # none) frozen and in eval mode, as AlignDet: only the parts outside it learn.
+    _C.MODEL.BOX_DOMAIN.FREEZE_BACKBONE = True
+    # EMA momentum of the momentum detector, raised from BASE to END on a half cosine over
+    # SOLVER.MAX_ITER (BYOL, AlignDet); END == BASE keeps it constant.
+    _C.MODEL.BOX_DOMAIN.BASE_MOMENTUM = 0.996
+    _C.MODEL.BOX_DOMAIN.END_MOMENTUM = 1.0
+    # Box embeddings (projection MLP that replaces the classifier) and their InfoNCE loss.
+    _C.MODEL.BOX_DOMAIN.EMBED_DIM = 256
+    _C.MODEL.BOX_DOMAIN.TEMPERATURE = 0.5
+    _C.MODEL.BOX_DOMAIN.CONTRASTIVE_WEIGHT = 1.0
+    # Weight of the class-agnostic regression of the ROI box head / one-stage head to the
+    # assigned proposal (the RPN's own losses keep weight 1, as in Detectron2).
+    _C.MODEL.BOX_DOMAIN.REGRESSION_WEIGHT = 1.0
+    # Positive RoIs (two-stage) or anchors (one-stage) used per image and stage, drawn at
+    # random when there are more (AlignDet samples positives only).
+    _C.MODEL.BOX_DOMAIN.MAX_POSITIVES_PER_IMAGE = 2048
+
+    # Two views of an image for box-domain pre-training ("TwoViewDatasetMapper"); each view
+    # draws its own INPUT.MIN_SIZE_TRAIN / RANDOM_FLIP / CROP geometry.
+    _C.INPUT.TWO_VIEW = CN()
+    # Strong photometric augmentation per view (colour jitter, grayscale, blur, solarize,
+    # autocontrast, equalize).
+    _C.INPUT.TWO_VIEW.PHOTOMETRIC = True
+    # A proposal is dropped from a view when less than this fraction of it is inside.
+    _C.INPUT.TWO_VIEW.MIN_VISIBLE_FRACTION = 0.5

@@ -75,6 +75,8 @@ def test_bad_config_file_names_the_file(tmp_path):
         (["MODEL.PIXEL_STD", "[1.0, 1.0]"], "PIXEL_MEAN has 3 values.*PIXEL_STD has 2"),
         (["MODEL.PIXEL_MEAN", "[1.0, 2.0, 3.0, 4.0]", "MODEL.PIXEL_STD", "[1.0, 1.0, 1.0, 1.0]"],
          "'BGR' has 3 channels but MODEL.PIXEL_MEAN has 4"),
+        (["INPUT.FORMAT", "BGRT", "MODEL.PIXEL_MEAN", "[1.0, 2.0, 3.0, 4.0]", "MODEL.PIXEL_STD",
+          "[1.0, 1.0, 1.0, 1.0]"], "'BGRT' is not one of Detectron2's image formats.*MultispectralDatasetMapper"),
     ],
 )
 def test_inconsistent_input_channels_fail_before_any_data(opts, message):

@@ -13,7 +13,7 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 
 import detpre  # noqa: F401  (registers detpre's components)
-from detpre.checkpoint.atomic import AtomicCheckpointer
+from detpre.checkpoint import DetpreCheckpointer
 from detpre.engine.defaults import check_device, detpre_argument_parser, setup_cfg
 from detpre.engine.trainer import DetpreTrainer
 
@@ -24,7 +24,7 @@ def main(args):
     default_setup(cfg, args)
     if args.eval_only:
         model = DetpreTrainer.build_model(cfg)
-        AtomicCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        DetpreCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         results = DetpreTrainer.test(cfg, model)

@@ -86,6 +86,12 @@ def check_input_channels(cfg: CfgNode) -> None:
             f"{len(std)} ({list(std)}): give one per input channel."
         )
     expected = _FORMAT_CHANNELS.get(cfg.INPUT.FORMAT)
+    if expected is None and not cfg.INPUT.DATASET_MAPPER_NAME:
+        raise ConfigError(
+            f"INPUT.FORMAT {cfg.INPUT.FORMAT!r} is not one of Detectron2's image formats "
+            f"({', '.join(_FORMAT_CHANNELS)}); multispectral formats such as 'BGRT' need "
+            "INPUT.DATASET_MAPPER_NAME 'MultispectralDatasetMapper'."
+        )
     if expected is not None and len(mean) != expected:
         raise ConfigError(
             f"INPUT.FORMAT {cfg.INPUT.FORMAT!r} has {expected} channels but MODEL.PIXEL_MEAN has "

@@ -6,9 +6,11 @@ What it changes, and why:
   is seeded per step (:class:`~detpre.engine.hooks.StepSeed`), so ``--resume`` after a kill
   continues the very same run: iteration, optimizer, LR schedule, data position, RNG;
 * checkpoints are atomic and a broken one is skipped at resume
-  (:class:`~detpre.checkpoint.atomic.AtomicCheckpointer`); SIGTERM/Ctrl-C save one;
+  and 3-channel stems are inflated for multispectral inputs (:class:`~detpre.checkpoint.DetpreCheckpointer`);
+  SIGTERM/Ctrl-C save one;
 * a NaN/inf loss stops the run with the last good checkpoint named;
-* several processes on a machine without GPUs train with gloo (DDP without device ids);
+* several processes on a machine without GPUs train with gloo (DDP without device ids),
+  and SyncBN configs run anywhere (BN in one process, all-reduce BN on CPU processes);
 * mappers and evaluators are chosen by config / dataset metadata (KAIST, two views).
 """
 import logging
@@ -22,9 +24,10 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvalua
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from ..checkpoint.atomic import AtomicCheckpointer
+from ..checkpoint import DetpreCheckpointer
 from ..data.build import ResumableTrainLoader, build_resumable_train_loader
 from ..data.dataset_mappers import MAPPER_REGISTRY
+from ..modeling.norm import resolve_sync_norm
 from .hooks import CheckpointOnSignal, StepSeed
 
 logger = logging.getLogger(__name__)
@@ -49,7 +52,7 @@ class DetpreTrainer(DefaultTrainer):
         )
         self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
-        self.checkpointer = AtomicCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.checkpointer = DetpreCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
@@ -79,6 +82,11 @@ class DetpreTrainer(DefaultTrainer):
                 f"{e}\nTraining diverged at iteration {self.iter}. Last good checkpoint: "
                 f"{last or 'none (no checkpoint was written yet)'}."
             ) from e
+
+    @classmethod
+    def build_model(cls, cfg: CfgNode):
+        """Detectron2's model, with SyncBN resolved for this process count (BN in one)."""
+        return super().build_model(resolve_sync_norm(cfg))
 
     @classmethod
     def build_mapper(cls, cfg: CfgNode, is_train: bool):

@@ -1,0 +1,202 @@
+"""Two augmented views of one image, with the same unsupervised boxes in each (AlignDet).
+
+Box-domain pre-training (:class:`detpre.modeling.meta_arch.BoxDomainPretrainer`) contrasts
+the embedding of a box in one view with the embedding of the *same* box in another view of
+the image, so a view must carry every proposal with an identity that survives augmentation.
+Each view draws its own geometry (multi-scale resize, flip, optional crop: Detectron2's
+``INPUT.*`` augmentations, e.g. short side 640-800 as AlignDet) and its own strong
+photometric augmentation (colour jitter, grayscale, blur, solarize, autocontrast, equalize;
+BYOL's recipe, which AlignDet's RandAugment-style ops also sample from). A proposal that
+falls (mostly) out of a view is dropped from that view only; ``gt_ids`` keeps the index of
+every remaining box in the image's proposal list, so views can be matched box by box.
+
+Proposals come from the dataset dicts (``proposal_boxes``, as Detectron2 loads a proposal
+file of ``tools/precompute_proposals.py`` with ``MODEL.LOAD_PROPOSALS``); annotations are
+ignored: pre-training is unsupervised. Multispectral inputs (KAIST, ``INPUT.FORMAT`` such as
+``BGRT``) work as in :class:`MultispectralDatasetMapper`: the geometry is drawn once per view
+and replayed on the thermal frame, photometric augmentation is drawn per modality.
+"""
+import logging
+from typing import Any, Callable, Dict, List
+
+import cv2
+import numpy as np
+import torch
+from detectron2.config import CfgNode, configurable
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from detectron2.structures import Boxes, BoxMode, Instances
+from torchvision import transforms as tvt
+
+from . import MAPPER_REGISTRY
+from .multispectral_mapper import MultispectralFormat
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TwoViewDatasetMapper", "strong_photometric"]
+
+
+def strong_photometric(color: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """BYOL-style photometric augmentation of a C x H x W uint8 tensor (RGB, or 1 channel).
+
+    Colour-only operations (saturation, hue, grayscale) are left out for a single-channel
+    (thermal) frame.
+    """
+    jitter = tvt.ColorJitter(0.4, 0.4, 0.2, 0.1) if color else tvt.ColorJitter(0.4, 0.4)
+    ops: List[Callable] = [tvt.RandomApply([jitter], p=0.8)]
+    if color:
+        ops.append(tvt.RandomGrayscale(p=0.2))
+    ops += [
+        tvt.RandomApply([tvt.GaussianBlur(kernel_size=13, sigma=(0.1, 2.0))], p=0.5),
+        tvt.RandomSolarize(threshold=128, p=0.2),
+        tvt.RandomAutocontrast(p=0.2),
+        tvt.RandomEqualize(p=0.2),
+    ]
+    return tvt.Compose(ops)
+
+
+def _read(path: str, flags: int) -> np.ndarray:
+    image = cv2.imread(path, flags)
+    if image is None:
+        raise FileNotFoundError(f"Cannot read image {path} (missing or not an image).")
+    return image
+
+
+@MAPPER_REGISTRY.register()
+class TwoViewDatasetMapper:
+    """Map a dataset dict with ``proposal_boxes`` to ``{"views": [view, view], ...}``.
+
+    Each view is what Detectron2 models take: ``{"image": C x H x W uint8 tensor,
+    "instances": Instances(gt_boxes, gt_classes=0, gt_ids)}``, ``gt_ids`` being the index of
+    each box in the image's proposal list.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        is_train: bool = True,
+        *,
+        augmentations: List[T.Augmentation],
+        image_format: str = "BGR",
+        photometric: bool = True,
+        min_visible_fraction: float = 0.5,
+    ):
+        """
+        Args:
+            augmentations: geometric augmentations, drawn independently for each view.
+            image_format: ``BGR``/``RGB`` or a multispectral format (``BGRT``, ``TTT``, ...).
+            photometric: apply :func:`strong_photometric` to each view.
+            min_visible_fraction: a proposal is dropped from a view when less than this
+                fraction of its area is left inside the (cropped) view.
+        """
+        if not is_train:
+            raise ValueError(
+                "TwoViewDatasetMapper makes pre-training batches only; evaluate the fine-tuned "
+                "detector instead (leave DATASETS.TEST empty in box-domain pre-training configs)."
+            )
+        if not 0.0 < min_visible_fraction <= 1.0:
+            raise ValueError(f"INPUT.TWO_VIEW.MIN_VISIBLE_FRACTION must be in (0, 1], got {min_visible_fraction}.")
+        self.augmentations = T.AugmentationList(augmentations)
+        self.format = MultispectralFormat.parse(image_format)
+        self.min_visible_fraction = min_visible_fraction
+        self.visible_photometric = strong_photometric(color=True) if photometric else None
+        self.thermal_photometric = strong_photometric(color=False) if photometric else None
+        logger.info(
+            "[TwoViewDatasetMapper] format %s; geometric per view: %s; strong photometric: %s",
+            image_format, augmentations, photometric,
+        )
+
+    @classmethod
+    def from_config(cls, cfg: CfgNode, is_train: bool = True) -> Dict[str, Any]:
+        augmentations = utils.build_augmentation(cfg, is_train)
+        if cfg.INPUT.CROP.ENABLED:
+            augmentations.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
+        return {
+            "is_train": is_train,
+            "augmentations": augmentations,
+            "image_format": cfg.INPUT.FORMAT,
+            "photometric": cfg.INPUT.TWO_VIEW.PHOTOMETRIC,
+            "min_visible_fraction": cfg.INPUT.TWO_VIEW.MIN_VISIBLE_FRACTION,
+        }
+
+    def _load(self, dataset_dict: Dict[str, Any]) -> Dict[str, np.ndarray]:
+        """``visible`` (H x W x 3 BGR) and/or ``lwir`` (H x W), as the format needs."""
+        frames = {}
+        if self.format.visible:
+            frames["visible"] = _read(dataset_dict["file_name"], cv2.IMREAD_COLOR)
+        if self.format.thermal_channels:
+            if "lwir_file_name" not in dataset_dict:
+                raise KeyError(
+                    f"INPUT.FORMAT has thermal channels but image {dataset_dict.get('file_name')} has no "
+                    "'lwir_file_name' (a multispectral dataset such as KAIST's is needed)."
+                )
+            frames["lwir"] = _read(dataset_dict["lwir_file_name"], cv2.IMREAD_GRAYSCALE)
+        shapes = {name: frame.shape[:2] for name, frame in frames.items()}
+        if len(set(shapes.values())) > 1:
+            raise ValueError(f"Frames of {dataset_dict['file_name']} differ in size: {shapes}.")
+        utils.check_image_size(dataset_dict, next(iter(frames.values())))
+        return frames
+
+    def _photometric(self, frames: Dict[str, np.ndarray]) -> None:
+        if "visible" in frames and self.visible_photometric is not None:
+            rgb = torch.from_numpy(np.ascontiguousarray(frames["visible"][:, :, ::-1].transpose(2, 0, 1)))
+            frames["visible"] = self.visible_photometric(rgb).numpy().transpose(1, 2, 0)[:, :, ::-1]
+        if "lwir" in frames and self.thermal_photometric is not None:
+            frames["lwir"] = self.thermal_photometric(torch.from_numpy(frames["lwir"])[None])[0].numpy()
+
+    def _to_chw(self, frames: Dict[str, np.ndarray]) -> torch.Tensor:
+        planes = []
+        if "visible" in frames:
+            visible = frames["visible"].transpose(2, 0, 1)
+            planes.append(visible[::-1] if self.format.visible == "RGB" else visible)
+        if "lwir" in frames:
+            planes.append(np.repeat(frames["lwir"][None], self.format.thermal_channels, axis=0))
+        return torch.from_numpy(np.ascontiguousarray(np.concatenate(planes, axis=0)))
+
+    def _view(self, frames: Dict[str, np.ndarray], boxes: np.ndarray) -> Dict[str, Any]:
+        first, *others = frames
+        aug_input = T.AugInput(frames[first])
+        transforms = self.augmentations(aug_input)
+        view = {first: aug_input.image}
+        view.update({name: transforms.apply_image(frames[name]) for name in others})
+        self._photometric(view)
+        image = self._to_chw(view)
+        height, width = image.shape[1:]
+
+        moved = transforms.apply_box(boxes) if len(boxes) else boxes.reshape(0, 4)
+        clipped = moved.copy()
+        clipped[:, 0::2] = clipped[:, 0::2].clip(0, width)
+        clipped[:, 1::2] = clipped[:, 1::2].clip(0, height)
+
+        def area(b: np.ndarray) -> np.ndarray:
+            return (b[:, 2] - b[:, 0]).clip(0) * (b[:, 3] - b[:, 1]).clip(0)
+
+        full = area(moved)
+        keep = (full > 0) & (area(clipped) >= self.min_visible_fraction * full)
+        instances = Instances((height, width))
+        instances.gt_boxes = Boxes(torch.as_tensor(clipped[keep], dtype=torch.float32))
+        instances.gt_classes = torch.zeros(int(keep.sum()), dtype=torch.int64)
+        instances.gt_ids = torch.as_tensor(np.flatnonzero(keep), dtype=torch.int64)
+        return {"image": image, "instances": instances}
+
+    def __call__(self, dataset_dict: Dict[str, Any]) -> Dict[str, Any]:
+        if "proposal_boxes" not in dataset_dict:
+            raise KeyError(
+                f"Image {dataset_dict.get('file_name')} has no 'proposal_boxes': box-domain pre-training "
+                "needs MODEL.LOAD_PROPOSALS: True and DATASETS.PROPOSAL_FILES_TRAIN (written by "
+                "tools/precompute_proposals.py)."
+            )
+        frames = self._load(dataset_dict)
+        boxes = BoxMode.convert(
+            np.asarray(dataset_dict["proposal_boxes"], dtype=np.float32).reshape(-1, 4),
+            dataset_dict.get("proposal_bbox_mode", BoxMode.XYXY_ABS),
+            BoxMode.XYXY_ABS,
+        )
+        height, width = next(iter(frames.values())).shape[:2]
+        return {
+            "file_name": dataset_dict["file_name"],
+            "image_id": dataset_dict.get("image_id"),
+            "height": height,
+            "width": width,
+            "views": [self._view(frames, boxes) for _ in range(2)],
+        }
