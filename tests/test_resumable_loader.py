@@ -65,3 +65,18 @@ def test_loader_output_is_independent_of_workers_and_resume(num_workers):
     loader.set_start_iter(7)
     assert take(iter(loader), 5) == reference[7:]
     assert [d["id"] for d in reference[0]] == take(plan.batches(), 1)[0]
+
+
+def test_starting_the_loader_leaves_the_global_rng_alone():
+    """The trainer seeds the global RNG per step; the loader, created lazily at the first
+    step of a run (0, or the resumed one), must not draw from it."""
+    import torch
+
+    dataset = DatasetFromList([{"id": i} for i in range(5)], copy=True, serialize=True)
+    loader = ResumableTrainLoader(dataset, random_mapper, BatchPlan(5, 2, seed=0), num_workers=1)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    iterator = iter(loader)
+    next(iterator)
+    assert torch.equal(torch.rand(3), expected)

@@ -144,6 +144,11 @@ class ResumableTrainLoader:
             num_workers=self.num_workers,
             collate_fn=trivial_batch_collator,
             persistent_workers=False,
+            # With workers, DataLoader draws their base seed when the iterator is created. From
+            # the global RNG that draw would happen at iteration 0 in one run and at the resumed
+            # iteration in the other, shifting the model's sampling there; this generator keeps
+            # the global RNG untouched (each batch is re-seeded anyway).
+            generator=torch.Generator().manual_seed(derive_seed(self.plan.seed, self.plan.rank)),
         )
         return iter(loader)
 
