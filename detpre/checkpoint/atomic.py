@@ -56,6 +56,10 @@ class AtomicCheckpointer(DetectionCheckpointer):
             try:
                 return self.load(candidate)
             except Exception as e:  # a truncated or corrupt file: any unpickling error
+                # DetectionCheckpointer.load leaves its per-load URL state set when the load
+                # raises, and asserts it is clear on the next call: clear it.
+                if getattr(self, "_parsed_url_during_load", None) is not None:
+                    self._parsed_url_during_load = None
                 logger.error("Cannot resume from %s (%s: %s); trying the previous checkpoint.",
                              candidate, type(e).__name__, e)
                 tried.append(candidate)
