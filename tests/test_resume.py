@@ -124,3 +124,16 @@ def test_truncated_checkpoint_is_named_and_the_previous_one_used(demo_env, unint
     # model_final.pth (iteration 17) is broken; model_0000017.pth holds the same state.
     assert started_at(done.stdout) == 3 * PERIOD
     assert_same_run(final_state(tmp_path), uninterrupted)
+
+
+def test_divergence_names_iteration_losses_and_last_checkpoint(demo_env, tmp_path):
+    run = subprocess.run(
+        command(tmp_path, opts=("SOLVER.BASE_LR", "1e6", "SOLVER.CHECKPOINT_PERIOD", "1")),
+        env=demo_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+    )
+    assert run.returncode != 0
+    diverged = re.search(r"Training diverged at iteration (\d+)\. Last good checkpoint: (\S+)\.", run.stdout)
+    assert diverged, run.stdout[-3000:]
+    iteration, checkpoint = int(diverged.group(1)), diverged.group(2)
+    assert "loss_dict" in run.stdout and "loss_cls" in run.stdout
+    assert checkpoint.endswith(f"model_{iteration - 1:07d}.pth") and os.path.isfile(checkpoint)
