@@ -17,6 +17,7 @@ This module is pure Python + numpy so that the evaluator CLI and the dataset reg
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from typing import List, NamedTuple, Sequence, Tuple, Union
@@ -114,6 +115,10 @@ def parse_bbgt(text: str, source: str = "<string>") -> List[BBGTObject]:
             nums = [float(f) for f in fields[1:]]
         except ValueError:
             raise BBGTFormatError(f"{source}:{lineno}: non-numeric field in {line.strip()!r}") from None
+        if not all(math.isfinite(n) for n in nums):
+            raise BBGTFormatError(f"{source}:{lineno}: non-finite number in {line.strip()!r}")
+        if not (nums[4].is_integer() and 0 <= nums[4] < 2**31):
+            raise BBGTFormatError(f"{source}:{lineno}: occlusion must be a small non-negative integer in {line.strip()!r}")
         if nums[2] < 0 or nums[3] < 0:
             raise BBGTFormatError(f"{source}:{lineno}: negative box size in {line.strip()!r}")
         extra = {}
@@ -127,12 +132,7 @@ def parse_bbgt(text: str, source: str = "<string>") -> List[BBGTObject]:
 
 def read_bbgt(path: PathLike) -> List[BBGTObject]:
     """Read one bbGt annotation file; a missing file is an error naming it."""
-    try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"bbGt annotation file not found: {os.fspath(path)}") from None
-    return parse_bbgt(text, os.fspath(path))
+    return parse_bbgt(_decode(_read_bytes(path), path), os.fspath(path))
 
 
 def objects_to_arrays(objects: Sequence[BBGTObject]) -> BBGTArrays:
@@ -177,6 +177,24 @@ def _read_bytes(path: PathLike) -> bytes:
     return b"".join(chunks)
 
 
+def _decode(data: bytes, path: PathLike) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BBGTFormatError(f"{os.fspath(path)}: not a UTF-8 text file (byte {e.start}): not a bbGt annotation") from None
+
+
+def _fast_path_valid(table: np.ndarray) -> bool:
+    """Whether vectorised rows pass :func:`parse_bbgt`'s checks (else it reads them, naming the line)."""
+    occlusion = table[:, 4]
+    return bool(
+        np.isfinite(table).all()
+        and (table[:, 2:4] >= 0).all()
+        and (occlusion == np.floor(occlusion)).all()
+        and ((occlusion >= 0) & (occlusion < 2**31)).all()
+    )
+
+
 def read_bbgt_many(paths: Sequence[PathLike]) -> Tuple[np.ndarray, BBGTArrays]:
     """Read many bbGt files at once: (index of each object's file in ``paths``, objects).
 
@@ -191,10 +209,11 @@ def read_bbgt_many(paths: Sequence[PathLike]) -> Tuple[np.ndarray, BBGTArrays]:
     slow: List[Tuple[int, BBGTArrays]] = []
     for i, path in enumerate(paths):
         data = _read_bytes(path)
+        _decode(data, path)  # labels are decoded below: refuse a binary file by name here
         head, _, body = data.partition(b"\n")
         rows = [line.split(None, 1) for line in body.splitlines() if line.strip()]
         if head.strip() != header or any(len(r) != 2 or r[1].count(b" ") != 10 for r in rows):
-            slow.append((i, objects_to_arrays(parse_bbgt(data.decode("utf-8"), os.fspath(path)))))
+            slow.append((i, objects_to_arrays(parse_bbgt(_decode(data, path), os.fspath(path)))))
             continue
         counts[i] = len(rows)
         labels += [r[0] for r in rows]
@@ -202,11 +221,11 @@ def read_bbgt_many(paths: Sequence[PathLike]) -> Tuple[np.ndarray, BBGTArrays]:
     with warnings.catch_warnings():  # a non-numeric token ends the parse early: checked below
         warnings.simplefilter("ignore", DeprecationWarning)
         table = np.fromstring(b" ".join(numbers), dtype=np.float64, sep=" ")
-    if table.size != 11 * len(numbers) or (table.size and (table.reshape(-1, 11)[:, 2:4] < 0).any()):
+    if table.size != 11 * len(numbers) or not _fast_path_valid(table.reshape(-1, 11)):
         # Read those files strictly: the parser names the offending line (or reads a number
         # that numpy could not).
         for i in np.flatnonzero(counts):
-            slow.append((i, objects_to_arrays(parse_bbgt(_read_bytes(paths[i]).decode("utf-8"), os.fspath(paths[i])))))
+            slow.append((i, objects_to_arrays(parse_bbgt(_decode(_read_bytes(paths[i]), paths[i]), os.fspath(paths[i])))))
         counts[:] = 0
         labels, table = [], np.zeros(0)
     table = table.reshape(-1, 11)

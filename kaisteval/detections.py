@@ -71,22 +71,17 @@ def _read_text(path: str, text: str, n_frames: int) -> Detections:
     if not numbers:
         return Detections.empty()
     lineno = np.fromiter((i for i, _ in numbers), dtype=np.int64, count=len(numbers))
-    try:
-        table = np.array([f for _, f in numbers], dtype=np.float64)
-        if table.ndim != 2 or table.shape[1] != 6:
-            raise ValueError
-    except ValueError:
-        for i, fields in numbers:  # find the first offending line for the message
-            try:
-                if len(fields) == 6:
-                    [float(v) for v in fields]
-                    continue
-            except ValueError:
-                pass
+    rows = []
+    for i, fields in numbers:
+        try:
+            if len(fields) != 6:
+                raise ValueError
+            rows.append([float(v) for v in fields])
+        except ValueError:
             raise DetectionFormatError(
                 f"{path}:{i}: expected 6 numbers 'frame,x,y,w,h,score', got {lines[i - 1].strip()!r}"
             ) from None
-        raise  # pragma: no cover - numpy refused a table whose lines all parse
+    table = np.array(rows, dtype=np.float64)
     return _check(table[:, 0], table[:, 1:5], table[:, 5], n_frames, lambda i: f"{path}:{lineno[i]}", 1)
 
 
@@ -105,13 +100,13 @@ def _read_json(path: str, text: str, n_frames: int) -> Detections:
         )
         if table.shape[1] != 6:
             raise ValueError
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         for k, e in enumerate(entries):
             try:
-                ok = len(e["bbox"]) == 4 and all(
-                    isinstance(v, (int, float)) for v in [e["image_id"], e["score"], *e["bbox"]]
-                )
-            except (KeyError, TypeError):
+                values = [e["image_id"], e["score"], *e["bbox"]]
+                ok = len(e["bbox"]) == 4 and all(isinstance(v, (int, float)) for v in values)
+                [float(v) for v in values]  # an integer too large for a float overflows
+            except (KeyError, TypeError, OverflowError):
                 ok = False
             if not ok:
                 raise DetectionFormatError(
@@ -129,6 +124,8 @@ def read_detections(path: str, n_frames: int, fmt: Optional[str] = None) -> Dete
             text = f.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"detection file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise DetectionFormatError(f"{path}: not a UTF-8 text file (byte {e.start})") from None
     return parse_detections(text, path, n_frames, fmt)
 
 

@@ -53,6 +53,8 @@ def read_image_set(path: str) -> List[Frame]:
             lines = f.read().splitlines()
     except FileNotFoundError:
         raise FileNotFoundError(f"image-set file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text file (byte {e.start}): not an image set") from None
     frames = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():

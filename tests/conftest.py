@@ -30,3 +30,42 @@ def cfg():
     c = get_cfg()
     add_detpre_config(c)
     return c
+
+
+DEMO_CONFIG = REPO / "configs" / "Demo" / "faster_rcnn_R18_FPN_scratch.yaml"
+# The demo detector made tinier still, for tests that train it many times.
+TINY_DEMO_OPTS = [
+    "MODEL.DEVICE", "cpu",
+    "SOLVER.IMS_PER_BATCH", "2",
+    "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "128",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+]
+
+
+@pytest.fixture(scope="session")
+def demo_root(tmp_path_factory) -> Path:
+    """The synthetic demo dataset, generated once per test session."""
+    from detpre.data.datasets.demo import ensure_demo_dataset
+
+    root = tmp_path_factory.mktemp("detpre_demo")
+    ensure_demo_dataset(str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_env(demo_root):
+    """Environment for subprocesses (tools/*.py) that read the session's demo dataset."""
+    return dict(os.environ, DETPRE_DEMO_ROOT=str(demo_root))
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for tests of tiny models: on 2 shared cores a second thread mostly
+    spin-waits (measured: tiny convolutions ran up to ~10x, an R50 step ~3x, slower with two).
+    Used by modules with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -21,6 +21,8 @@ from detpre.data.datasets.subsets import ensure_subset_registered
 from detpre.modeling.norm import resolve_sync_norm
 from detpre.solver import apply_schedule
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(REPO.glob("configs/**/*.yaml"))
 IDS = [str(p.relative_to(REPO / "configs")) for p in CONFIGS]
@@ -30,16 +32,6 @@ SMALL = [
     "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "16", "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "200",
     "MODEL.RPN.POST_NMS_TOPK_TRAIN", "20", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "8",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these tensors are tiny, and on 2 shared cores a second thread
-    mostly spin-waits (measured under load: a R50 step took ~3x the CPU time with 2 threads)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _load(path: Path):
@@ -84,9 +76,11 @@ def _instances(cfg, seed: int) -> Instances:
 
 
 def _batch(cfg):
+    """Two synthetic images; for box-domain pre-training, each in two views whose instances
+    are the proposals (with their identities)."""
     channels = len(cfg.MODEL.PIXEL_MEAN)
     g = torch.Generator().manual_seed(0)
-    return [
+    batch = [
         {
             "image": torch.randint(0, 256, (channels, H, W), dtype=torch.uint8, generator=g),
             "instances": _instances(cfg, seed),
@@ -95,6 +89,29 @@ def _batch(cfg):
         }
         for seed in range(2)
     ]
+    if cfg.MODEL.META_ARCHITECTURE != "BoxDomainPretrainer":
+        return batch
+    for x in batch:
+        x["instances"].gt_ids = torch.arange(len(x["instances"]))
+    return [{"views": [x, dict(x, image=x["image"].flip(-1))]} for x in batch]
+
+
+def _expected_losses(cfg) -> set:
+    box_domain = cfg.MODEL.META_ARCHITECTURE == "BoxDomainPretrainer"
+    detector = cfg.MODEL.BOX_DOMAIN.DETECTOR_ARCHITECTURE if box_domain else cfg.MODEL.META_ARCHITECTURE
+    if detector == "RetinaNet":
+        return {"loss_box_reg", "loss_box_contrast"} if box_domain else {"loss_cls", "loss_box_reg"}
+    cascade = cfg.MODEL.ROI_HEADS.NAME.endswith("CascadeROIHeads")
+    stages = [f"_stage{i}" for i in range(len(cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS))] if cascade else [""]
+    expected = {"loss_rpn_cls", "loss_rpn_loc"} | {f"loss_box_reg{s}" for s in stages}
+    if box_domain:  # the classifier is a projection; no mask or keypoint targets
+        return expected | {f"loss_box_contrast{s}" for s in stages}
+    expected |= {f"loss_cls{s}" for s in stages}
+    if cfg.MODEL.MASK_ON:
+        expected.add("loss_mask")
+    if cfg.MODEL.KEYPOINT_ON:
+        expected.add("loss_keypoint")
+    return expected
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=IDS)
@@ -108,20 +125,12 @@ def test_config_builds_and_trains_one_step(path: Path):
     model.train()
     with EventStorage(0):
         losses = model(_batch(cfg))
-    expected = {"loss_rpn_cls", "loss_rpn_loc"}
-    if cfg.MODEL.ROI_HEADS.NAME.endswith("CascadeROIHeads"):
-        expected |= {f"loss_box_reg_stage{i}" for i in range(len(cfg.MODEL.ROI_BOX_CASCADE_HEAD.IOUS))}
-    else:
-        expected |= {"loss_cls", "loss_box_reg"}
-    if cfg.MODEL.MASK_ON:
-        expected.add("loss_mask")
-    if cfg.MODEL.KEYPOINT_ON:
-        expected.add("loss_keypoint")
-    assert expected <= set(losses), sorted(losses)
+    assert _expected_losses(cfg) <= set(losses), sorted(losses)
     assert all(torch.isfinite(v) for v in losses.values()), losses
     total = sum(losses.values())
     total.backward()
-    assert all(p.grad is not None for p in model.backbone.parameters() if p.requires_grad)
+    backbone = getattr(model, "online", model).backbone
+    assert all(p.grad is not None for p in backbone.parameters() if p.requires_grad)
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=IDS)

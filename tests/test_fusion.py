@@ -19,6 +19,8 @@ from detpre.data.dataset_mappers import MAPPER_REGISTRY
 from detpre.data.datasets.kaist import register_kaist
 from detpre.modeling.backbone.fusion import HalfwayFusionResNet
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 REPO = Path(__file__).resolve().parents[1]
 KAIST_BASE = REPO / "configs" / "KAIST" / "Base-KAIST-RCNN-FPN.yaml"
 HALFWAY = "build_halfway_fusion_resnet_fpn_backbone"
@@ -49,15 +51,6 @@ def tiny(cfg, fmt: str = "BGRT", backbone: str = EARLY):
     cfg.SOLVER.IMS_PER_BATCH = 2
     cfg.DATALOADER.NUM_WORKERS = 0
     return cfg
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: one intra-op thread runs these tiny models faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def rgb_checkpoint(cfg, path: Path) -> dict:

@@ -23,15 +23,17 @@ import hashlib
 import itertools
 import logging
 import random
-from typing import Callable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.utils.data as torchdata
 from detectron2.config import CfgNode
 from detectron2.data import DatasetFromList, DatasetMapper, get_detection_dataset_dicts
-from detectron2.data.build import trivial_batch_collator
+from detectron2.data.build import filter_images_with_only_crowd_annotations, trivial_batch_collator
 from detectron2.utils import comm
+
+from .annotation_checks import check_dataset_dicts
 
 logger = logging.getLogger(__name__)
 
@@ -153,14 +155,25 @@ class ResumableTrainLoader:
         return iter(loader)
 
 
-def build_resumable_train_loader(cfg: CfgNode, mapper: Optional[Callable] = None) -> ResumableTrainLoader:
-    """Build the training loader of ``cfg`` (same datasets, filtering and batch as Detectron2's)."""
+def train_dataset_dicts(cfg: CfgNode) -> List[Dict[str, Any]]:
+    """The training dicts of ``cfg``, as Detectron2 loads them, with unusable boxes named or
+    skipped (:mod:`detpre.data.annotation_checks`) before empty images are filtered."""
+    names = cfg.DATASETS.TRAIN
     dicts = get_detection_dataset_dicts(
-        cfg.DATASETS.TRAIN,
-        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
+        names,
+        filter_empty=False,
         min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0,
         proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
     )
+    dicts = check_dataset_dicts(dicts, names)
+    if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
+        dicts = filter_images_with_only_crowd_annotations(dicts)
+    return dicts
+
+
+def build_resumable_train_loader(cfg: CfgNode, mapper: Optional[Callable] = None) -> ResumableTrainLoader:
+    """Build the training loader of ``cfg`` (same datasets, filtering and batch as Detectron2's)."""
+    dicts = train_dataset_dicts(cfg)
     world_size = comm.get_world_size()
     if cfg.SOLVER.IMS_PER_BATCH % world_size:
         raise ValueError(

@@ -9,6 +9,7 @@ import logging
 from typing import Optional
 
 import torch
+import yaml
 from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import default_argument_parser
 
@@ -50,20 +51,25 @@ def setup_cfg(args: argparse.Namespace) -> CfgNode:
     """
     cfg = get_cfg()
     add_detpre_config(cfg)
-    # yacs reports an unknown key or a wrong type as a bare AssertionError/KeyError; say where.
+    # yacs reports an unknown key or a wrong type as a bare AssertionError/KeyError, and a
+    # YAML syntax error or a missing _BASE_ file in its own terms; say which file.
     try:
         if args.config_file:
             cfg.merge_from_file(args.config_file)
-    except (AssertionError, KeyError, ValueError, TypeError) as e:
-        raise ConfigError(f"Invalid config file {args.config_file}: {e}") from e
+    except (AssertionError, KeyError, ValueError, TypeError, OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"Invalid config file {args.config_file}: {type(e).__name__}: {e}") from e
     try:
         cfg.merge_from_list(args.opts or [])
     except (AssertionError, KeyError, ValueError, TypeError) as e:
         raise ConfigError(f"Invalid command-line override {args.opts}: {e}") from e
     apply_schedule(cfg, getattr(args, "schedule", ""))
     check_input_channels(cfg)
-    for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
-        ensure_subset_registered(name)
+    for key in ("TRAIN", "TEST"):
+        names = cfg.DATASETS[key]
+        if not all(isinstance(name, str) and name for name in names):
+            raise ConfigError(f"DATASETS.{key} must list dataset names, got {names!r}.")
+        for name in names:
+            ensure_subset_registered(name)
     cfg.freeze()
     return cfg
 

@@ -25,7 +25,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DetpreCheckpointer
-from ..data.build import ResumableTrainLoader, build_resumable_train_loader
+from ..data.build import ResumableTrainLoader, build_resumable_train_loader, train_dataset_dicts
 from ..data.dataset_mappers import MAPPER_REGISTRY
 from ..modeling.norm import resolve_sync_norm
 from .hooks import CheckpointOnSignal, StepSeed
@@ -104,7 +104,7 @@ class DetpreTrainer(DefaultTrainer):
                 "DATALOADER.SAMPLER_TRAIN %s: using Detectron2's loader, which restarts its data "
                 "stream on --resume.", cfg.DATALOADER.SAMPLER_TRAIN,
             )
-        return build_detection_train_loader(cfg, mapper=mapper)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=train_dataset_dicts(cfg))
 
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):

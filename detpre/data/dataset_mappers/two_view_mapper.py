@@ -108,6 +108,8 @@ class TwoViewDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg: CfgNode, is_train: bool = True) -> Dict[str, Any]:
+        fmt = MultispectralFormat.parse(cfg.INPUT.FORMAT)
+        fmt.check_pixel_stats(cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD, cfg.INPUT.FORMAT)
         augmentations = utils.build_augmentation(cfg, is_train)
         if cfg.INPUT.CROP.ENABLED:
             augmentations.insert(0, T.RandomCrop(cfg.INPUT.CROP.TYPE, cfg.INPUT.CROP.SIZE))
@@ -142,7 +144,8 @@ class TwoViewDatasetMapper:
             rgb = torch.from_numpy(np.ascontiguousarray(frames["visible"][:, :, ::-1].transpose(2, 0, 1)))
             frames["visible"] = self.visible_photometric(rgb).numpy().transpose(1, 2, 0)[:, :, ::-1]
         if "lwir" in frames and self.thermal_photometric is not None:
-            frames["lwir"] = self.thermal_photometric(torch.from_numpy(frames["lwir"])[None])[0].numpy()
+            thermal = torch.from_numpy(np.ascontiguousarray(frames["lwir"]))[None]
+            frames["lwir"] = self.thermal_photometric(thermal)[0].numpy()
 
     def _to_chw(self, frames: Dict[str, np.ndarray]) -> torch.Tensor:
         planes = []

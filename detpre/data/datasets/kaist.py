@@ -130,16 +130,20 @@ def read_image_set(path: str) -> List[KAISTFrame]:
     """The frames listed in an image-set file (``setXX/VYYY/IZZZZZ`` a line)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"KAIST image set not found: {path}")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text file (byte {e.start}): not a KAIST image set") from None
     frames = []
-    with open(path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            text = line.strip()
-            if not text:
-                continue
-            match = _FRAME_RE.match(text)
-            if match is None:
-                raise ValueError(f"{path}:{lineno}: expected 'setXX/VYYY/IZZZZZ', got {text!r}")
-            frames.append(KAISTFrame(*match.groups()))
+    for lineno, line in enumerate(lines, start=1):
+        text = line.strip()
+        if not text:
+            continue
+        match = _FRAME_RE.match(text)
+        if match is None:
+            raise ValueError(f"{path}:{lineno}: expected 'setXX/VYYY/IZZZZZ', got {text!r}")
+        frames.append(KAISTFrame(*match.groups()))
     return frames
 
 

@@ -1,0 +1,75 @@
+#!/usr/bin/env python
+"""Turn a box-domain pre-training checkpoint into fine-tuning weights for the plain detector.
+
+    python tools/convert_pretrained.py output/aligndet_pretrain/model_final.pth \\
+        output/aligndet_pretrain/detector.pth \\
+        --config-file configs/AlignDet/finetune/faster_rcnn_R_50_FPN_1x.yaml
+
+Keeps the online detector of a ``BoxDomainPretrainer`` checkpoint (backbone, FPN, RPN, box
+heads and their regression), drops the momentum branch and the projections, and leaves out
+the layers pre-training never trained (classifiers, mask and keypoint heads) so that the
+fine-tuning model initialises them itself. With ``--config-file`` (the *fine-tuning* config,
+plus ``KEY VALUE`` overrides), the fine-tuning model is built to check every tensor's shape
+and to report the parameters it will initialise. The report (kept / dropped /
+re-initialised) is printed and, with ``--report``, written as JSON.
+
+The output is a Detectron2 checkpoint (``{"model": ...}``, exact key names) for
+``MODEL.WEIGHTS`` of the fine-tuning config.
+"""
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+import detpre  # noqa: F401  (registers detpre's components)
+from detpre.config import add_detpre_config
+from detpre.modeling.meta_arch.box_domain_weights import box_domain_to_detector
+from detpre.utils.file_io import atomic_write
+
+
+def fine_tuning_state_dict(config_file: str, opts: Sequence[str]):
+    """The state dict of the model a fine-tuning config builds (on the CPU)."""
+    cfg = get_cfg()
+    add_detpre_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    cfg.MODEL.DEVICE = "cpu"
+    if cfg.MODEL.META_ARCHITECTURE == "BoxDomainPretrainer":
+        raise ValueError(f"{config_file} is a pre-training config; give the fine-tuning one.")
+    return build_model(cfg).state_dict()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", help="BoxDomainPretrainer checkpoint (.pth)")
+    parser.add_argument("output", help="fine-tuning weights to write (.pth)")
+    parser.add_argument("--config-file", default="", help="the fine-tuning config, to check shapes against")
+    parser.add_argument("--report", default="", help="also write the report as this JSON file")
+    parser.add_argument("opts", nargs="*", help="KEY VALUE overrides of the fine-tuning config")
+    args = parser.parse_intermixed_args(argv)
+    try:
+        checkpoint = torch.load(args.input, map_location="cpu")
+        state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+        if not isinstance(state, dict):
+            raise ValueError(f"{args.input} holds no state dict.")
+        target = fine_tuning_state_dict(args.config_file, args.opts) if args.config_file else None
+        weights, report = box_domain_to_detector(state, target)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    with atomic_write(args.output, "wb") as f:
+        torch.save({"model": weights, "__author__": f"detpre BoxDomainPretrainer ({args.input})"}, f)
+    if args.report:
+        with atomic_write(args.report) as f:
+            json.dump({"kept": report.kept, "dropped": report.dropped, "reinitialized": report.reinitialized}, f, indent=1)
+    print(report.summary())
+    print(f"-> {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
