@@ -28,7 +28,7 @@ from detectron2.utils.events import EventStorage
 import detpre
 from detpre.engine.trainer import DetpreTrainer
 
-DETPRE_CONFIG = "configs/COCO-Scratch/mask_rcnn_R_50_FPN_3x_gn.yaml"
+DETPRE_CONFIG = "configs/COCO-Scratch/mask_rcnn_R_50_FPN_6x_gn_scratch.yaml"
 
 
 def synthetic_batch(n: int, height: int, width: int, seed: int = 0) -> List[Dict]:

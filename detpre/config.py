@@ -126,3 +126,9 @@ def add_detpre_config(cfg: CN) -> None:
     _C.INPUT.TWO_VIEW.PHOTOMETRIC = True
     # A proposal is dropped from a view when less than this fraction of it is inside.
     _C.INPUT.TWO_VIEW.MIN_VISIBLE_FRACTION = 0.5
+
+    # ------------------------------------------------------------ evaluation
+    # Besides COCO's AP / AP50 / AP75 (or VOC's), report box AP at every IoU threshold
+    # 0.1, 0.2, ..., 0.9 and 0.50:0.95 (detpre.evaluation.iou_sweep): where pre-training
+    # matters most, at high IoU (Li et al., 2019). For "coco" and "pascal_voc" datasets.
+    _C.TEST.IOU_SWEEP = False

@@ -1,4 +1,5 @@
 """BoxDomainPretrainer: online + momentum detectors, EMA, freezing, logging, conversion."""
+import logging
 import math
 
 import pytest
@@ -328,3 +329,14 @@ def test_aligndet_configs_pretrain_convert_and_load(pretrain, finetune):
     plain.merge_from_file(str((CONFIGS / finetune).parent / parent))
     assert target_cfg.SOLVER.BASE_LR == pytest.approx(1.5 * plain.SOLVER.BASE_LR)
     assert target_cfg.SOLVER.WEIGHT_DECAY == pytest.approx(plain.SOLVER.WEIGHT_DECAY / 2)
+
+
+def test_collapsed_embeddings_are_warned_about_in_the_log(cfg, caplog):
+    model = build_model(tiny_cfg(cfg))
+    for projector in model.head.projectors:  # every box embeds to the same vector
+        torch.nn.init.zeros_(projector[2].weight)
+        torch.nn.init.ones_(projector[2].bias)
+    with EventStorage(7) as storage, caplog.at_level(logging.WARNING):
+        model(fake_batch())
+    assert storage.latest()["box_domain/embedding_spread"][0] < 1e-3
+    assert any("collapsing at iteration 7" in r.getMessage() for r in caplog.records)

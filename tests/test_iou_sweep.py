@@ -95,7 +95,8 @@ def test_coco_ap_at_each_iou_is_the_designed_staircase(coco_files, fast):
     assert sweep.at(0.5) == pytest.approx(expected_overall(coco_ap)[4])
 
 
-def test_coco_evaluator_agrees_with_detectron2_on_shared_metrics(coco_files, tmp_path):
+def registered_predictions(coco_files, tmp_path):
+    """The design registered as a COCO dataset, and its results as model inputs / outputs."""
     gt_path, _, results = coco_files
     name = f"iou_sweep_coco_{tmp_path.name}"
     register_coco_instances(name, {}, str(gt_path), str(tmp_path))
@@ -110,6 +111,29 @@ def test_coco_evaluator_agrees_with_detectron2_on_shared_metrics(coco_files, tmp
         inst.pred_classes = torch.tensor([contiguous[d["category_id"]] for d in dets])
         inputs.append({"image_id": image["id"]})
         outputs.append({"instances": inst})
+    return name, inputs, outputs
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_trainer_evaluates_the_sweep_when_configured(coco_files, tmp_path, cfg, sweep):
+    """TEST.IOU_SWEEP adds the sweep beside COCO's metrics in train_net.py's evaluation."""
+    from detpre.engine.trainer import DetpreTrainer
+
+    name, inputs, outputs = registered_predictions(coco_files, tmp_path)
+    cfg.TEST.IOU_SWEEP = sweep
+    evaluator = DetpreTrainer.build_evaluator(cfg, name, str(tmp_path / "inference"))
+    evaluator.reset()
+    evaluator.process(inputs, outputs)
+    results = evaluator.evaluate()
+    assert set(results) == ({"bbox", "bbox_iou"} if sweep else {"bbox"})
+    if sweep:
+        np.testing.assert_allclose([results["bbox_iou"][f"AP{round(t * 100)}"] for t in IOU_SWEEP],
+                                   expected_overall(coco_ap), atol=1e-6)
+        assert (tmp_path / "inference" / "bbox_iou_sweep.json").is_file()
+
+
+def test_coco_evaluator_agrees_with_detectron2_on_shared_metrics(coco_files, tmp_path):
+    name, inputs, outputs = registered_predictions(coco_files, tmp_path)
     ours, reference = COCOIoUSweepEvaluator(name, distributed=False), COCOEvaluator(name, distributed=False)
     for evaluator in (ours, reference):
         evaluator.reset()

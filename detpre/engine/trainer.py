@@ -20,13 +20,14 @@ from typing import Optional
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DetpreCheckpointer
 from ..data.build import ResumableTrainLoader, build_resumable_train_loader, train_dataset_dicts
 from ..data.dataset_mappers import MAPPER_REGISTRY
+from ..evaluation.iou_sweep import COCOIoUSweepEvaluator, PascalVOCIoUSweepEvaluator
 from ..modeling.norm import resolve_sync_norm
 from .hooks import CheckpointOnSignal, StepSeed
 
@@ -120,6 +121,11 @@ class DetpreTrainer(DefaultTrainer):
         evaluators = []
         if evaluator_type in ("coco", "coco_panoptic_seg"):
             evaluators.append(COCOEvaluator(dataset_name, output_dir=output_folder))
+            if cfg.TEST.IOU_SWEEP:
+                evaluators.append(COCOIoUSweepEvaluator(dataset_name, output_dir=output_folder))
+        if evaluator_type == "pascal_voc":
+            voc = PascalVOCIoUSweepEvaluator if cfg.TEST.IOU_SWEEP else PascalVOCDetectionEvaluator
+            evaluators.append(voc(dataset_name))
         if evaluator_type == "kaist":
             from ..evaluation import KAISTEvaluator
 
@@ -127,6 +133,6 @@ class DetpreTrainer(DefaultTrainer):
         if not evaluators:
             raise NotImplementedError(
                 f"No detpre evaluator for dataset {dataset_name!r} (evaluator_type="
-                f"{evaluator_type!r}); register it with evaluator_type 'coco' or 'kaist'."
+                f"{evaluator_type!r}); register it with evaluator_type 'coco', 'pascal_voc' or 'kaist'."
             )
         return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)

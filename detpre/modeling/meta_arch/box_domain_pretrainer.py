@@ -34,6 +34,7 @@ from detectron2.config import CfgNode, configurable
 from detectron2.modeling import META_ARCH_REGISTRY
 from detectron2.structures import Instances
 from detectron2.utils.events import get_event_storage
+from detectron2.utils.logger import log_every_n_seconds
 from torch import nn
 
 from ...checkpoint import DetpreCheckpointer
@@ -43,6 +44,9 @@ from .box_domain_heads import BoxEmbeddings, build_box_domain_head, is_untrained
 logger = logging.getLogger(__name__)
 
 __all__ = ["BoxDomainPretrainer", "cosine_momentum"]
+
+#: Embedding spread (see ``embedding_spread``) under which a warning says the embeddings collapse.
+COLLAPSE_SPREAD = 0.05
 
 
 def cosine_momentum(step: int, max_steps: int, base: float, end: float) -> float:
@@ -221,4 +225,14 @@ class BoxDomainPretrainer(nn.Module):
         storage.put_scalar(f"box_domain/pairs{suffix}", stats["num_pairs"].item())
         storage.put_scalar(f"box_domain/positive_cosine{suffix}", stats["positive_similarity"].item())
         if len(queries) >= 2:
-            storage.put_scalar(f"box_domain/embedding_spread{suffix}", embedding_spread(queries.embeddings).item())
+            spread = embedding_spread(queries.embeddings).item()
+            storage.put_scalar(f"box_domain/embedding_spread{suffix}", spread)
+            if spread < COLLAPSE_SPREAD:
+                log_every_n_seconds(
+                    logging.WARNING,
+                    f"Box embeddings{suffix} are collapsing at iteration {storage.iter}: spread {spread:.4f} "
+                    f"(about 1 when they cover the sphere). Lower the LR, or raise MODEL.BOX_DOMAIN.TEMPERATURE "
+                    "or BASE_MOMENTUM.",
+                    n=60,
+                    name=__name__,
+                )

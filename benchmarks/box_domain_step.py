@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Cost of one box-domain pre-training step against one supervised step of the same detector.
+
+    python benchmarks/box_domain_step.py --device cpu --iters 3 --height 512 --width 683
+
+The detector is the R-CNN R50-FPN of ``configs/AlignDet/pretrain/faster_rcnn_R_50_FPN.yaml``.
+Both sides take the same synthetic images with the same boxes: the supervised step trains
+the plain detector on them as labels; the box-domain step (``BoxDomainPretrainer``: online
+detector on view 1, momentum detector without gradient on view 2, contrastive and regression
+losses, EMA update) takes them as proposals, the second view flipped. It is timed with the
+ImageNet backbone frozen (AlignDet's default) and trained (``FREEZE_BACKBONE False``).
+Prints seconds per iteration of each and the ratio to the supervised step (goal < 1.6),
+all taken in this run, interleaved so that machine load hits every side alike.
+"""
+import argparse
+import copy
+from typing import Dict, List
+
+import torch
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+from train_step import synthetic_batch, time_training
+
+import detpre
+
+PRETRAIN = "configs/AlignDet/pretrain/faster_rcnn_R_50_FPN.yaml"
+
+
+def two_views(batch: List[Dict]) -> List[Dict]:
+    """Each image as two views whose instances are its boxes as proposals (flipped in view 2)."""
+    out = []
+    for x in batch:
+        instances = x["instances"]
+        instances.gt_ids = torch.arange(len(instances))
+        flipped = copy.deepcopy(instances)
+        width = x["width"]
+        boxes = flipped.gt_boxes.tensor
+        flipped.gt_boxes.tensor = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+        out.append({"views": [dict(x, instances=instances), dict(x, image=x["image"].flip(-1), instances=flipped)]})
+    return out
+
+
+def model(args: argparse.Namespace, side: str) -> torch.nn.Module:
+    cfg = get_cfg()
+    detpre.add_detpre_config(cfg)
+    cfg.merge_from_file(PRETRAIN)
+    cfg.MODEL.DEVICE = args.device
+    cfg.MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS = ""  # random init: the cost does not depend on it
+    if side == "supervised":
+        cfg.MODEL.META_ARCHITECTURE = cfg.MODEL.BOX_DOMAIN.DETECTOR_ARCHITECTURE
+    cfg.MODEL.BOX_DOMAIN.FREEZE_BACKBONE = side == "box-domain, frozen backbone"
+    torch.manual_seed(0)
+    return build_model(cfg)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--ims-per-batch", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved measurements of each side")
+    parser.add_argument("--height", type=int, default=800)
+    parser.add_argument("--width", type=int, default=1333)
+    args = parser.parse_args()
+
+    sides = ("supervised", "box-domain, frozen backbone", "box-domain, trained backbone")
+    models = {side: model(args, side) for side in sides}
+    batch = synthetic_batch(args.ims_per_batch, args.height, args.width)
+    for x in batch:
+        x["instances"].gt_classes.zero_()  # one class, as the pre-training config has
+    inputs = {side: batch if side == "supervised" else two_views(copy.deepcopy(batch)) for side in sides}
+    times: Dict[str, List[float]] = {side: [] for side in sides}
+    for _ in range(args.rounds):
+        for side in sides:
+            times[side].append(time_training(models[side], inputs[side], args.iters, args.warmup, args.device))
+    base = min(times["supervised"])
+    for side in sides:
+        best = min(times[side])
+        print(f"{side:>30}: {best:.3f} s/iter, {args.ims_per_batch / best:.3f} images/s, ratio {best / base:.2f}")
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"batch={args.ims_per_batch} size={args.height}x{args.width}")
+
+
+if __name__ == "__main__":
+    main()
