@@ -3,7 +3,8 @@
 
     python benchmarks/box_domain_step.py --device cpu --iters 3 --height 512 --width 683
 
-The detector is the R-CNN R50-FPN of ``configs/AlignDet/pretrain/faster_rcnn_R_50_FPN.yaml``.
+The detector is the R-CNN R50-FPN of ``configs/AlignDet/pretrain/faster_rcnn_R_50_FPN.yaml``
+with a GN backbone (``--norm``: random FrozenBN weights diverge).
 Both sides take the same synthetic images with the same boxes: the supervised step trains
 the plain detector on them as labels; the box-domain step (``BoxDomainPretrainer``: online
 detector on view 1, momentum detector without gradient on view 2, contrastive and regression
@@ -46,6 +47,9 @@ def model(args: argparse.Namespace, side: str) -> torch.nn.Module:
     cfg.merge_from_file(PRETRAIN)
     cfg.MODEL.DEVICE = args.device
     cfg.MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS = ""  # random init: the cost does not depend on it
+    # A randomly initialised FrozenBN ResNet has no normalisation at all and diverges within a
+    # few steps; GN (as detpre's from-scratch configs) keeps random weights trainable.
+    cfg.MODEL.RESNETS.NORM = args.norm
     if side == "supervised":
         cfg.MODEL.META_ARCHITECTURE = cfg.MODEL.BOX_DOMAIN.DETECTOR_ARCHITECTURE
     cfg.MODEL.BOX_DOMAIN.FREEZE_BACKBONE = side == "box-domain, frozen backbone"
@@ -62,6 +66,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="interleaved measurements of each side")
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--width", type=int, default=1333)
+    parser.add_argument("--norm", default="GN", help="MODEL.RESNETS.NORM of the backbone (both sides)")
     args = parser.parse_args()
 
     sides = ("supervised", "box-domain, frozen backbone", "box-domain, trained backbone")
