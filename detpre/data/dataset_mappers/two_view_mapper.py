@@ -17,7 +17,8 @@ ignored: pre-training is unsupervised. Multispectral inputs (KAIST, ``INPUT.FORM
 and replayed on the thermal frame, photometric augmentation is drawn per modality.
 """
 import logging
-from typing import Any, Callable, Dict, List
+import random
+from typing import Any, Callable, Dict, List, Tuple
 
 import cv2
 import numpy as np
@@ -26,6 +27,7 @@ from detectron2.config import CfgNode, configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
+from PIL import Image, ImageFilter
 from torchvision import transforms as tvt
 
 from . import MAPPER_REGISTRY
@@ -36,18 +38,37 @@ logger = logging.getLogger(__name__)
 __all__ = ["TwoViewDatasetMapper", "strong_photometric"]
 
 
-def strong_photometric(color: bool) -> Callable[[torch.Tensor], torch.Tensor]:
-    """BYOL-style photometric augmentation of a C x H x W uint8 tensor (RGB, or 1 channel).
+class PILGaussianBlur:
+    """Gaussian blur of a PIL image with sigma drawn uniformly from ``sigma`` (MoCo v2's blur).
 
-    Colour-only operations (saturation, hue, grayscale) are left out for a single-channel
-    (thermal) frame.
+    PIL's own filter: torchvision's ``GaussianBlur`` turns a PIL image into a tensor and
+    convolves it, several times slower on the CPU workers that feed box-domain pre-training.
+    """
+
+    def __init__(self, sigma: Tuple[float, float]):
+        self.sigma = sigma
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return image.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(sigma={self.sigma})"
+
+
+def strong_photometric(color: bool) -> Callable[[Image.Image], Image.Image]:
+    """BYOL-style photometric augmentation of a PIL image (RGB, or "L" for one channel).
+
+    PIL images, not tensors: torchvision then runs its PIL kernels (C), and the hue jitter
+    alone, done on tensors through an HSV round trip in float, took a third of the mapper's
+    time (benchmarks/loader_speed.py). Colour-only operations (saturation, hue, grayscale)
+    are left out for a single-channel (thermal) frame.
     """
     jitter = tvt.ColorJitter(0.4, 0.4, 0.2, 0.1) if color else tvt.ColorJitter(0.4, 0.4)
     ops: List[Callable] = [tvt.RandomApply([jitter], p=0.8)]
     if color:
         ops.append(tvt.RandomGrayscale(p=0.2))
     ops += [
-        tvt.RandomApply([tvt.GaussianBlur(kernel_size=13, sigma=(0.1, 2.0))], p=0.5),
+        tvt.RandomApply([PILGaussianBlur(sigma=(0.1, 2.0))], p=0.5),
         tvt.RandomSolarize(threshold=128, p=0.2),
         tvt.RandomAutocontrast(p=0.2),
         tvt.RandomEqualize(p=0.2),
@@ -141,11 +162,11 @@ class TwoViewDatasetMapper:
 
     def _photometric(self, frames: Dict[str, np.ndarray]) -> None:
         if "visible" in frames and self.visible_photometric is not None:
-            rgb = torch.from_numpy(np.ascontiguousarray(frames["visible"][:, :, ::-1].transpose(2, 0, 1)))
-            frames["visible"] = self.visible_photometric(rgb).numpy().transpose(1, 2, 0)[:, :, ::-1]
+            rgb = Image.fromarray(np.ascontiguousarray(frames["visible"][:, :, ::-1]), "RGB")
+            frames["visible"] = np.asarray(self.visible_photometric(rgb))[:, :, ::-1]
         if "lwir" in frames and self.thermal_photometric is not None:
-            thermal = torch.from_numpy(np.ascontiguousarray(frames["lwir"]))[None]
-            frames["lwir"] = self.thermal_photometric(thermal)[0].numpy()
+            thermal = Image.fromarray(np.ascontiguousarray(frames["lwir"]), "L")
+            frames["lwir"] = np.asarray(self.thermal_photometric(thermal))
 
     def _to_chw(self, frames: Dict[str, np.ndarray]) -> torch.Tensor:
         planes = []
