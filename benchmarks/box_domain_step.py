@@ -20,7 +20,7 @@ from typing import Dict, List
 import torch
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from train_step import synthetic_batch, time_training
+from train_step import add_step_arguments, compare_in_rounds, synthetic_batch
 
 import detpre
 
@@ -59,13 +59,8 @@ def model(args: argparse.Namespace, side: str) -> torch.nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--ims-per-batch", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
+    add_step_arguments(parser)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved measurements of each side")
-    parser.add_argument("--height", type=int, default=800)
-    parser.add_argument("--width", type=int, default=1333)
     parser.add_argument("--norm", default="GN", help="MODEL.RESNETS.NORM of the backbone (both sides)")
     args = parser.parse_args()
 
@@ -75,16 +70,7 @@ def main() -> None:
     for x in batch:
         x["instances"].gt_classes.zero_()  # one class, as the pre-training config has
     inputs = {side: batch if side == "supervised" else two_views(copy.deepcopy(batch)) for side in sides}
-    times: Dict[str, List[float]] = {side: [] for side in sides}
-    for _ in range(args.rounds):
-        for side in sides:
-            times[side].append(time_training(models[side], inputs[side], args.iters, args.warmup, args.device))
-    base = min(times["supervised"])
-    for side in sides:
-        best = min(times[side])
-        print(f"{side:>30}: {best:.3f} s/iter, {args.ims_per_batch / best:.3f} images/s, ratio {best / base:.2f}")
-    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"batch={args.ims_per_batch} size={args.height}x{args.width}")
+    compare_in_rounds(models, inputs, "supervised", args.rounds, args)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,9 @@ would leave a random network unnormalised). Each is timed on the same synthetic 
 rounds interleaved; prints s/iter and the ratio GN / BN.
 """
 import argparse
-from typing import Dict, List
-
 import torch
 from detectron2.config import get_cfg
-from train_step import synthetic_batch, time_training
+from train_step import add_step_arguments, compare_in_rounds, synthetic_batch
 
 import detpre
 from detpre.engine.trainer import DetpreTrainer
@@ -37,28 +35,14 @@ def model(norm: str, device: str) -> torch.nn.Module:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--ims-per-batch", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=2)
-    parser.add_argument("--warmup", type=int, default=1)
+    add_step_arguments(parser)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--height", type=int, default=800)
-    parser.add_argument("--width", type=int, default=1333)
     args = parser.parse_args()
 
     norms = ("BN", "GN")
-    models = {norm: model(norm, args.device) for norm in norms}
     batch = synthetic_batch(args.ims_per_batch, args.height, args.width)
-    times: Dict[str, List[float]] = {norm: [] for norm in norms}
-    for _ in range(args.rounds):
-        for norm in norms:
-            times[norm].append(time_training(models[norm], batch, args.iters, args.warmup, args.device))
-    base = min(times["BN"])
-    for norm in norms:
-        best = min(times[norm])
-        print(f"{norm:>9}: {best:.3f} s/iter, {args.ims_per_batch / best:.3f} images/s, {best / base:.2f}x BN")
-    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
-          f"batch={args.ims_per_batch} size={args.height}x{args.width}")
+    models = {norm: model(norm, args.device) for norm in norms}
+    compare_in_rounds(models, {norm: batch for norm in norms}, "BN", args.rounds, args)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,33 @@ def time_training(model: torch.nn.Module, batch: List[Dict], iters: int, warmup:
         return (time.perf_counter() - start) / iters
 
 
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every training-step benchmark shares."""
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--ims-per-batch", type=int, default=2)
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--height", type=int, default=800)
+    parser.add_argument("--width", type=int, default=1333)
+
+
+def compare_in_rounds(
+    models: Dict[str, torch.nn.Module], inputs: Dict[str, List[Dict]], baseline: str, rounds: int, args: argparse.Namespace
+) -> None:
+    """Time every side ``rounds`` times, interleaved so that machine load hits all alike, and
+    print each side's best s/iter, images/s and ratio to ``baseline``."""
+    times: Dict[str, List[float]] = {side: [] for side in models}
+    for _ in range(rounds):
+        for side, model in models.items():
+            times[side].append(time_training(model, inputs[side], args.iters, args.warmup, args.device))
+    best = {side: min(t) for side, t in times.items()}
+    for side, seconds in best.items():
+        print(f"{side:>30}: {seconds:.3f} s/iter, {args.ims_per_batch / seconds:.3f} images/s, "
+              f"ratio to {baseline} {seconds / best[baseline]:.2f}")
+    print(f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
+          f"batch={args.ims_per_batch} size={args.height}x{args.width}")
+
+
 def stock_model(device: str) -> torch.nn.Module:
     cfg = model_zoo.get_config("Misc/scratch_mask_rcnn_R_50_FPN_3x_gn.yaml")
     cfg.MODEL.DEVICE = device
@@ -108,12 +135,7 @@ def measure(side: str, args: argparse.Namespace) -> Tuple[float, int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--ims-per-batch", type=int, default=2)
-    parser.add_argument("--iters", type=int, default=5)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--height", type=int, default=800)
-    parser.add_argument("--width", type=int, default=1333)
+    add_step_arguments(parser)
     parser.add_argument("--config", default=DETPRE_CONFIG, help="detpre's config for the same model")
     args = parser.parse_args()
 
