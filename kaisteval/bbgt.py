@@ -209,11 +209,11 @@ def read_bbgt_many(paths: Sequence[PathLike]) -> Tuple[np.ndarray, BBGTArrays]:
     slow: List[Tuple[int, BBGTArrays]] = []
     for i, path in enumerate(paths):
         data = _read_bytes(path)
-        _decode(data, path)  # labels are decoded below: refuse a binary file by name here
+        text = _decode(data, path)  # labels are decoded below: refuse a binary file by name here
         head, _, body = data.partition(b"\n")
         rows = [line.split(None, 1) for line in body.splitlines() if line.strip()]
         if head.strip() != header or any(len(r) != 2 or r[1].count(b" ") != 10 for r in rows):
-            slow.append((i, objects_to_arrays(parse_bbgt(_decode(data, path), os.fspath(path)))))
+            slow.append((i, objects_to_arrays(parse_bbgt(text, os.fspath(path)))))
             continue
         counts[i] = len(rows)
         labels += [r[0] for r in rows]

@@ -40,6 +40,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 
 import detpre  # noqa: F401  (registers detpre's datasets)
+from detpre.data.dataset_mappers.multispectral_mapper import read_frame
 from detpre.data.datasets.subsets import ensure_subset_registered
 from detpre.data.proposals import ProposalFilter, merge_ranked, proposal_coverage, rank_logits, selective_search
 from detpre.utils.file_io import atomic_write
@@ -81,9 +82,7 @@ def search_image(files: Sequence[str], settings: SearchSettings) -> np.ndarray:
     """The filtered proposals of one image (its frames searched separately, then merged)."""
     ranked, shape = [], None
     for path in files:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"Cannot read image {path} (missing or not an image).")
+        image = read_frame(path, cv2.IMREAD_COLOR)
         if shape is not None and image.shape[:2] != shape:
             raise ValueError(f"Frames of one image differ in size: {files} ({shape} vs {image.shape[:2]}).")
         shape = image.shape[:2]

@@ -13,7 +13,6 @@ into both the VOC07 11-point AP and the area AP with ``voc_ap``.
 """
 import contextlib
 import io
-import itertools
 import json
 import os
 import tempfile
@@ -31,6 +30,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..utils.file_io import atomic_write
+from .gather import gather_predictions
 
 try:  # Detectron2's C++ port of COCOeval; absent when its ops were not compiled
     from detectron2.evaluation.fast_eval_api import COCOeval_opt
@@ -169,13 +169,9 @@ class COCOIoUSweepEvaluator(COCOEvaluator):
         )
 
     def evaluate(self, img_ids: Optional[Sequence[int]] = None) -> Dict[str, Dict[str, float]]:
-        if self._distributed:
-            comm.synchronize()
-            predictions = list(itertools.chain(*comm.gather(self._predictions, dst=0)))
-            if not comm.is_main_process():
-                return {}
-        else:
-            predictions = self._predictions
+        predictions = gather_predictions(self._predictions, self._distributed)
+        if predictions is None:
+            return {}
         if not self._do_evaluation:  # a test-set json without annotations
             self._logger.info("Annotations are not available for the IoU sweep.")
             return {}

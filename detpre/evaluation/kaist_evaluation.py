@@ -16,7 +16,6 @@ coordinates as they are (``detpre.data.datasets.kaist``), so its predictions alr
 the annotations' frame.
 """
 
-import itertools
 import json
 import logging
 import os
@@ -29,8 +28,9 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
-from detectron2.utils import comm
 from detectron2.utils.file_io import PathManager
+
+from .gather import gather_predictions
 
 if TYPE_CHECKING:  # kaisteval is imported where used: see ground_truth_from_dicts
     from kaisteval import BBGTObject, Frame, GroundTruth
@@ -137,13 +137,9 @@ class KAISTEvaluator(DatasetEvaluator):
         from kaisteval import Detections, evaluate
         from kaisteval.detections import format_detections, parse_detections
 
-        if self._distributed:
-            comm.synchronize()
-            predictions = list(itertools.chain(*comm.gather(self._predictions, dst=0)))
-            if not comm.is_main_process():
-                return {}
-        else:
-            predictions = self._predictions
+        predictions = gather_predictions(self._predictions, self._distributed)
+        if predictions is None:
+            return {}
 
         dicts = DatasetCatalog.get(self._dataset_name)
         frames, gt = ground_truth_from_dicts(dicts, self._dataset_name)

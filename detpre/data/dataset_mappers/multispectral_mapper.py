@@ -98,7 +98,8 @@ def select_box(annotation: Dict[str, Any], source: str) -> Optional[List[float]]
     return BoxMode.convert(box, BoxMode.XYXY_ABS, mode)
 
 
-def _read(path: str, flags: int) -> np.ndarray:
+def read_frame(path: str, flags: int) -> np.ndarray:
+    """``cv2.imread`` that names a missing or unreadable file instead of returning None."""
     image = cv2.imread(path, flags)
     if image is None:
         raise FileNotFoundError(f"Cannot read image {path} (missing or not an image).")
@@ -189,10 +190,10 @@ class MultispectralDatasetMapper:
         """The frames the format needs: ``visible`` as H x W x 3 BGR, ``lwir`` as H x W."""
         frames = {}
         if self.format.visible:
-            frames["visible"] = _read(dataset_dict["file_name"], cv2.IMREAD_COLOR)
+            frames["visible"] = read_frame(dataset_dict["file_name"], cv2.IMREAD_COLOR)
         if self.format.thermal_channels:
             # The LWIR JPEGs hold 3 equal channels: decoding luma only gives that grey frame, faster.
-            frames["lwir"] = _read(dataset_dict["lwir_file_name"], cv2.IMREAD_GRAYSCALE)
+            frames["lwir"] = read_frame(dataset_dict["lwir_file_name"], cv2.IMREAD_GRAYSCALE)
         if len(frames) == 2 and frames["visible"].shape[:2] != frames["lwir"].shape[:2]:
             (vh, vw), (th, tw) = frames["visible"].shape[:2], frames["lwir"].shape[:2]
             raise ValueError(

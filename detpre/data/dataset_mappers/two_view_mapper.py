@@ -31,7 +31,7 @@ from PIL import Image, ImageFilter
 from torchvision import transforms as tvt
 
 from . import MAPPER_REGISTRY
-from .multispectral_mapper import MultispectralFormat
+from .multispectral_mapper import MultispectralFormat, read_frame
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +74,6 @@ def strong_photometric(color: bool) -> Callable[[Image.Image], Image.Image]:
         tvt.RandomEqualize(p=0.2),
     ]
     return tvt.Compose(ops)
-
-
-def _read(path: str, flags: int) -> np.ndarray:
-    image = cv2.imread(path, flags)
-    if image is None:
-        raise FileNotFoundError(f"Cannot read image {path} (missing or not an image).")
-    return image
 
 
 @MAPPER_REGISTRY.register()
@@ -146,14 +139,14 @@ class TwoViewDatasetMapper:
         """``visible`` (H x W x 3 BGR) and/or ``lwir`` (H x W), as the format needs."""
         frames = {}
         if self.format.visible:
-            frames["visible"] = _read(dataset_dict["file_name"], cv2.IMREAD_COLOR)
+            frames["visible"] = read_frame(dataset_dict["file_name"], cv2.IMREAD_COLOR)
         if self.format.thermal_channels:
             if "lwir_file_name" not in dataset_dict:
                 raise KeyError(
                     f"INPUT.FORMAT has thermal channels but image {dataset_dict.get('file_name')} has no "
                     "'lwir_file_name' (a multispectral dataset such as KAIST's is needed)."
                 )
-            frames["lwir"] = _read(dataset_dict["lwir_file_name"], cv2.IMREAD_GRAYSCALE)
+            frames["lwir"] = read_frame(dataset_dict["lwir_file_name"], cv2.IMREAD_GRAYSCALE)
         shapes = {name: frame.shape[:2] for name, frame in frames.items()}
         if len(set(shapes.values())) > 1:
             raise ValueError(f"Frames of {dataset_dict['file_name']} differ in size: {shapes}.")
