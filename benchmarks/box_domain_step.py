@@ -4,9 +4,10 @@
     python benchmarks/box_domain_step.py --device cpu --iters 3 --height 512 --width 683
 
 The detector is the R-CNN R50-FPN of ``configs/AlignDet/pretrain/faster_rcnn_R_50_FPN.yaml``
-with a GN backbone (``--norm``: random FrozenBN weights diverge).
-Both sides take the same synthetic images with the same boxes: the supervised step trains
-the plain detector on them as labels; the box-domain step (``BoxDomainPretrainer``: online
+with a GN backbone (``--norm``: random FrozenBN weights diverge), stepped by detpre's
+training path (on a GPU in the config's mixed precision; ``--opts`` changes any key of every
+side). Both sides take the same synthetic images with the same boxes: the supervised step
+trains the plain detector on them as labels; the box-domain step (``BoxDomainPretrainer``: online
 detector on view 1, momentum detector without gradient on view 2, contrastive and regression
 losses, EMA update) takes them as proposals, the second view flipped. It is timed with the
 ImageNet backbone frozen (AlignDet's default) and trained (``FREEZE_BACKBONE False``).
@@ -18,11 +19,7 @@ import copy
 from typing import Dict, List
 
 import torch
-from detectron2.config import get_cfg
-from detectron2.modeling import build_model
-from train_step import add_step_arguments, compare_in_rounds, synthetic_batch
-
-import detpre
+from train_step import add_step_arguments, compare_in_rounds, detpre_cfg, detpre_trainer, synthetic_batch
 
 PRETRAIN = "configs/AlignDet/pretrain/faster_rcnn_R_50_FPN.yaml"
 
@@ -41,20 +38,15 @@ def two_views(batch: List[Dict]) -> List[Dict]:
     return out
 
 
-def model(args: argparse.Namespace, side: str) -> torch.nn.Module:
-    cfg = get_cfg()
-    detpre.add_detpre_config(cfg)
-    cfg.merge_from_file(PRETRAIN)
-    cfg.MODEL.DEVICE = args.device
-    cfg.MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS = ""  # random init: the cost does not depend on it
-    # A randomly initialised FrozenBN ResNet has no normalisation at all and diverges within a
-    # few steps; GN (as detpre's from-scratch configs) keeps random weights trainable.
-    cfg.MODEL.RESNETS.NORM = args.norm
+def side_opts(args: argparse.Namespace, side: str) -> List[str]:
+    # Random init: the cost does not depend on it. A randomly initialised FrozenBN ResNet has
+    # no normalisation at all and diverges within a few steps; GN (as detpre's from-scratch
+    # configs) keeps random weights trainable.
+    opts = ["MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS", "", "MODEL.RESNETS.NORM", args.norm,
+            "MODEL.BOX_DOMAIN.FREEZE_BACKBONE", str(side == "box-domain, frozen backbone")]
     if side == "supervised":
-        cfg.MODEL.META_ARCHITECTURE = cfg.MODEL.BOX_DOMAIN.DETECTOR_ARCHITECTURE
-    cfg.MODEL.BOX_DOMAIN.FREEZE_BACKBONE = side == "box-domain, frozen backbone"
-    torch.manual_seed(0)
-    return build_model(cfg)
+        opts += ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN"]
+    return opts + args.opts
 
 
 def main() -> None:
@@ -65,12 +57,15 @@ def main() -> None:
     args = parser.parse_args()
 
     sides = ("supervised", "box-domain, frozen backbone", "box-domain, trained backbone")
-    models = {side: model(args, side) for side in sides}
     batch = synthetic_batch(args.ims_per_batch, args.height, args.width)
     for x in batch:
         x["instances"].gt_classes.zero_()  # one class, as the pre-training config has
-    inputs = {side: batch if side == "supervised" else two_views(copy.deepcopy(batch)) for side in sides}
-    compare_in_rounds(models, inputs, "supervised", args.rounds, args)
+    trainers = {}
+    for side in sides:
+        torch.manual_seed(0)
+        inputs = batch if side == "supervised" else two_views(copy.deepcopy(batch))
+        trainers[side] = detpre_trainer(detpre_cfg(PRETRAIN, args.device, side_opts(args, side)), inputs)
+    compare_in_rounds(trainers, "supervised", args.rounds, args)
 
 
 if __name__ == "__main__":

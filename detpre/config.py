@@ -127,6 +127,28 @@ def add_detpre_config(cfg: CN) -> None:
     # A proposal is dropped from a view when less than this fraction of it is inside.
     _C.INPUT.TWO_VIEW.MIN_VISIBLE_FRACTION = 0.5
 
+    # -------------------------------------------------------------- training speed
+    # None of these changes the network or the data; benchmarks/train_step.py measures what
+    # each buys (BENCHMARKS.md). Detectron2's own switches stay where they are:
+    # SOLVER.AMP.ENABLED (detpre's Base configs turn it on) and CUDNN_BENCHMARK.
+    # Autocast precision of the forward pass when SOLVER.AMP.ENABLED: "bf16" (no loss
+    # scaling), "fp16" (with a GradScaler), or "auto": bf16 on GPUs of compute capability 8.0
+    # or newer (A100, H100), fp16 on older GPUs, full precision on the CPU, where autocast
+    # does not speed convolutions up. "bf16" and "fp16" need MODEL.DEVICE cuda.
+    _C.SOLVER.AMP.PRECISION = "auto"
+    # The losses are copied to the host (for the log, and the non-finite loss check) every
+    # this many iterations; each copy makes the host wait for the GPU. 1 is Detectron2's.
+    _C.SOLVER.GATHER_METRIC_PERIOD = 1
+    # Keep the model's 4-D weights, and so its activations, in channels-last (NHWC) memory,
+    # the layout of tensor-core convolutions.
+    _C.MODEL.CHANNELS_LAST = False
+    # torch.compile every backbone of the model (the detector's, and the momentum copy's in
+    # box-domain pre-training) in place, so checkpoints keep their keys: "default",
+    # "reduce-overhead" or "max-autotune" (torch.compile's modes); "" runs it eagerly.
+    _C.MODEL.BACKBONE.COMPILE = ""
+    # torch.compile's backend for MODEL.BACKBONE.COMPILE.
+    _C.MODEL.BACKBONE.COMPILE_BACKEND = "inductor"
+
     # ------------------------------------------------------------ evaluation
     # Besides COCO's AP / AP50 / AP75 (or VOC's), report box AP at every IoU threshold
     # 0.1, 0.2, ..., 0.9 and 0.50:0.95 (detpre.evaluation.iou_sweep): where pre-training

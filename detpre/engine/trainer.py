@@ -11,7 +11,10 @@ What it changes, and why:
 * a NaN/inf loss stops the run with the last good checkpoint named;
 * several processes on a machine without GPUs train with gloo (DDP without device ids),
   and SyncBN configs run anywhere (BN in one process, all-reduce BN on CPU processes);
-* mappers and evaluators are chosen by config / dataset metadata (KAIST, two views).
+* mappers and evaluators are chosen by config / dataset metadata (KAIST, two views);
+* the step runs in bf16 or fp16 where the GPU has it, and the model in channels-last memory
+  or with a compiled backbone, as the config asks (:mod:`detpre.engine.train_loop`,
+  :mod:`detpre.modeling.execution`).
 """
 import logging
 import weakref
@@ -19,7 +22,7 @@ from typing import Optional
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -28,8 +31,10 @@ from ..checkpoint import DetpreCheckpointer
 from ..data.build import ResumableTrainLoader, build_resumable_train_loader, train_dataset_dicts
 from ..data.dataset_mappers import MAPPER_REGISTRY
 from ..evaluation.iou_sweep import COCOIoUSweepEvaluator, PascalVOCIoUSweepEvaluator
+from ..modeling.execution import apply_execution_options
 from ..modeling.norm import resolve_sync_norm
 from .hooks import CheckpointOnSignal, StepSeed
+from .train_loop import build_step_trainer
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +56,7 @@ class DetpreTrainer(DefaultTrainer):
         model = create_ddp_model(
             model, broadcast_buffers=False, device_ids=None if on_cpu else [comm.get_local_rank()]
         )
-        self._trainer = (AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer)(model, data_loader, optimizer)
+        self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetpreCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
         self.start_iter = 0
@@ -86,8 +91,9 @@ class DetpreTrainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg: CfgNode):
-        """Detectron2's model, with SyncBN resolved for this process count (BN in one)."""
-        return super().build_model(resolve_sync_norm(cfg))
+        """Detectron2's model, with SyncBN resolved for this process count (BN in one), in the
+        memory format and with the compiled backbone the config asks for."""
+        return apply_execution_options(cfg, super().build_model(resolve_sync_norm(cfg)))
 
     @classmethod
     def build_mapper(cls, cfg: CfgNode, is_train: bool):
