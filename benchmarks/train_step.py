@@ -17,7 +17,9 @@ and polygon masks each). It first runs ``--check-iters`` iterations, gathering t
 each, printed beside those of "detpre fp32" (they must match within AMP noise; Detectron2's
 rung differs in its input scaling, PIXEL_STD, and so in its losses, not its cost), then
 ``--warmup`` iterations, then ``--iters`` timed ones, then one more in which it counts the
-steps that make the host wait for the GPU (``torch.cuda.set_sync_debug_mode``).
+operations that make the host wait for the GPU (``torch.cuda.set_sync_debug_mode``; an
+iteration that gathers the losses adds one per loss, so with ``SOLVER.GATHER_METRIC_PERIOD``
+20 the count is that of the 19 iterations in 20 that do not).
 Prints s/iter, images/s, peak memory and the ratio to Detectron2, all from this run.
 """
 import argparse
