@@ -19,6 +19,7 @@ import copy
 from typing import Dict, List
 
 import torch
+from detectron2.config import CfgNode
 from train_step import add_step_arguments, compare_in_rounds, detpre_cfg, detpre_trainer, synthetic_batch
 
 PRETRAIN = "configs/AlignDet/pretrain/faster_rcnn_R_50_FPN.yaml"
@@ -38,15 +39,16 @@ def two_views(batch: List[Dict]) -> List[Dict]:
     return out
 
 
-def side_opts(args: argparse.Namespace, side: str) -> List[str]:
+def side_cfg(args: argparse.Namespace, side: str) -> CfgNode:
     # Random init: the cost does not depend on it. A randomly initialised FrozenBN ResNet has
     # no normalisation at all and diverges within a few steps; GN (as detpre's from-scratch
     # configs) keeps random weights trainable.
     opts = ["MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS", "", "MODEL.RESNETS.NORM", args.norm,
             "MODEL.BOX_DOMAIN.FREEZE_BACKBONE", str(side == "box-domain, frozen backbone")]
-    if side == "supervised":
-        opts += ["MODEL.META_ARCHITECTURE", "GeneralizedRCNN"]
-    return opts + args.opts
+    cfg = detpre_cfg(PRETRAIN, args.device, opts + args.opts)
+    if side == "supervised":  # the wrapped detector alone
+        cfg.MODEL.META_ARCHITECTURE = cfg.MODEL.BOX_DOMAIN.DETECTOR_ARCHITECTURE
+    return cfg
 
 
 def main() -> None:
@@ -62,9 +64,8 @@ def main() -> None:
         x["instances"].gt_classes.zero_()  # one class, as the pre-training config has
     trainers = {}
     for side in sides:
-        torch.manual_seed(0)
         inputs = batch if side == "supervised" else two_views(copy.deepcopy(batch))
-        trainers[side] = detpre_trainer(detpre_cfg(PRETRAIN, args.device, side_opts(args, side)), inputs)
+        trainers[side] = detpre_trainer(side_cfg(args, side), inputs)
     compare_in_rounds(trainers, "supervised", args.rounds, args)
 
 

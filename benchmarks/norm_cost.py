@@ -26,12 +26,10 @@ def main() -> None:
     args = parser.parse_args()
 
     batch = synthetic_batch(args.ims_per_batch, args.height, args.width)
-    trainers = {
-        norm: detpre_trainer(
-            detpre_cfg(CONFIG, args.device, [*(v for k in NORM_KEYS for v in (f"MODEL.{k}.NORM", norm)), *args.opts]), batch
-        )
-        for norm in ("BN", "GN")
-    }
+    trainers = {}
+    for norm in ("BN", "GN"):
+        norm_opts = [v for key in NORM_KEYS for v in (f"MODEL.{key}.NORM", norm)]
+        trainers[norm] = detpre_trainer(detpre_cfg(CONFIG, args.device, norm_opts + args.opts), batch)
     compare_in_rounds(trainers, "BN", args.rounds, args)
 
 

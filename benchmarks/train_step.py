@@ -174,8 +174,9 @@ def detpre_cfg(config: str, device: str, opts: Sequence[str] = ()) -> CfgNode:
 
 
 def detpre_trainer(cfg: CfgNode, batch: List[Dict]) -> SimpleTrainer:
-    """detpre's training path for ``cfg``: its model build and its step trainer."""
+    """detpre's training path for ``cfg``: its model build (from seed 0) and its step trainer."""
     torch.backends.cudnn.benchmark = cfg.CUDNN_BENCHMARK  # what default_setup does in train_net
+    torch.manual_seed(0)
     model = DetpreTrainer.build_model(cfg)
     return build_step_trainer(cfg, model, repeat(batch), DetpreTrainer.build_optimizer(cfg, model))
 
