@@ -6,11 +6,13 @@
 Reports the frames found under ``images/`` (per modality, day/night), the image sets under
 ``imageSets/`` and how much of each the images and every annotation version present
 (original, paired, sanitized, improved; see ``datasets/README.md``) cover. Problems, each
-naming its file: a frame with one modality only, a frame that is not 640x512 or whose two
-modalities differ in size, an unreadable or malformed annotation file, an image-set frame
-without images, and an annotation version that covers an image set only partly. Exits
-with status 1 if there is any problem. ``--quick`` skips reading image headers and parsing
-annotations (existence checks only).
+naming its file: a frame with one modality only; an image that is unreadable or truncated
+(every image is decoded whole, as training reads it); a frame that is not 640x512 or whose
+two modalities differ in size; an annotation file that is empty, unreadable or malformed,
+or holds a box of zero size or wholly outside the frame; an image-set frame without images;
+and an annotation version that covers an image set only partly. Exits with status 1 if
+there is any problem. ``--quick`` skips decoding images and parsing annotations
+(existence checks only).
 """
 
 import argparse
@@ -20,8 +22,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List, Set
 
-from PIL import Image
-
+from detpre.data.image_io import read_image
 from detpre.data.datasets.kaist import (
     ANNOTATION_VERSIONS,
     IMAGE_SIZE,
@@ -82,10 +83,10 @@ def check_images(root: Path, frames: Dict[KAISTFrame, Set[str]], report: Report,
         for modality in MODALITIES:
             path = frame.image_file(image_root, modality)
             try:
-                with Image.open(path) as image:
-                    found[modality] = image.size
-            except OSError as e:
-                report.problem("unreadable image", f"{path}: {e}")
+                height, width = read_image(path).shape[:2]
+                found[modality] = (width, height)
+            except (OSError, ValueError) as e:
+                report.problem("unreadable or truncated image", str(e))
         for modality, (width, height) in found.items():
             if (width, height) != IMAGE_SIZE:
                 report.problem(
@@ -97,6 +98,28 @@ def check_images(root: Path, frames: Dict[KAISTFrame, Set[str]], report: Report,
             (vw, vh), (tw, th) = found["visible"], found["lwir"]
             report.problem(
                 "size mismatch", f"{frame.key}: visible frame is {vw}x{vh} but lwir frame is {tw}x{th}"
+            )
+
+
+def check_annotation(path: Path, fmt: str, report: Report) -> None:
+    """An annotation file must hold the format's header, parse, and have usable boxes."""
+    if path.stat().st_size == 0:
+        report.problem("empty annotation file", f"{path}: 0 bytes (a frame without persons still has a header)")
+        return
+    try:
+        objects = read_objects(str(path), fmt)
+    except (ValueError, OSError) as e:
+        report.problem("malformed annotation", str(e))
+        return
+    width, height = IMAGE_SIZE
+    for index, o in enumerate(objects, start=1):
+        if o.w <= 0 or o.h <= 0:
+            report.problem("zero-size box", f"{path}: object {index} ({o.label}) is {o.w:g} x {o.h:g}")
+        elif o.x + o.w <= 0 or o.y + o.h <= 0 or o.x >= width or o.y >= height:
+            report.problem(
+                "box outside the frame",
+                f"{path}: object {index} ({o.label}) at x {o.x:g}, y {o.y:g}, {o.w:g} x {o.h:g} lies wholly "
+                f"outside the {width}x{height} frame",
             )
 
 
@@ -116,10 +139,7 @@ def scan_annotations(root: Path, report: Report, parse: bool) -> Dict[str, Set[K
             count += 1
             frames.add(KAISTFrame(*match.groups()))
             if parse:
-                try:
-                    read_objects(str(path), fmt)
-                except (ValueError, OSError) as e:
-                    report.problem("malformed annotation", str(e))
+                check_annotation(path, fmt, report)
         print(f"  {version}: {count} files, {len(frames)} frames ({directory}/, {fmt})")
         found[version] = frames
     return found

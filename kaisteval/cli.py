@@ -10,13 +10,17 @@ import argparse
 import json
 import os
 import sys
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from .bbgt import BBGTFormatError
-from .detections import DetectionFormatError, read_detections
+from .detections import DEFAULT_BASES, DetectionFormatError, Detections, parse_detections, read_result_text
+from .detections import sniff_format
 from .evaluate import SettingResult, evaluate, load_ground_truth, summary
-from .frames import read_image_set
-from .protocol import SETTINGS
+from .frames import Frame, read_image_set
+from .protocol import SETTINGS, GroundTruth
+
+#: Reading a file with the other frame base must lower MR_all by this much (points) to warn.
+_BASE_EVIDENCE = 10.0
 
 __all__ = ["build_parser", "main"]
 
@@ -42,6 +46,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="result files: text 'frame(1-based),x,y,w,h,score' lines or a JSON list of "
         "{image_id (0-based), bbox [x,y,w,h], score}",
     )
+    for fmt, name in (("txt", "text"), ("json", "JSON")):
+        p.add_argument(
+            f"--{fmt}-base",
+            type=int,
+            choices=(0, 1),
+            default=DEFAULT_BASES[fmt],
+            help=f"number of the first frame in {name} files (default %(default)s, the convention of the "
+            "MATLAB toolbox and MLPD's evaluator); a warning says when the other base fits a file much better",
+        )
     p.add_argument("--names", nargs="+", help="a name per result file (default: the file names)")
     p.add_argument("--json", action="store_true", help="print one JSON object with every setting")
     p.add_argument("--plot", metavar="OUT.png", help="draw the miss rate vs FPPI curves of the result files")
@@ -64,23 +77,58 @@ def _fmt(value: Optional[float]) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
+def _mr_all(gt: GroundTruth, frames: List[Frame], detections: Detections) -> Optional[float]:
+    return summary(evaluate(gt, frames, detections)).get("MR_all")
+
+
+def evaluate_file(
+    path: str, gt: GroundTruth, frames: List[Frame], bases: Dict[str, int]
+) -> Tuple[Dict[str, SettingResult], Optional[str]]:
+    """The results of one file read with its format's base, and a warning when reading it
+    with the other base (if its numbers allow it) gives a much lower MR_all."""
+    text = read_result_text(path)
+    fmt = sniff_format(text)
+    base = bases[fmt]
+    detections = parse_detections(text, path, len(frames), fmt, base)
+    results = evaluate(gt, frames, detections)
+    used = summary(results).get("MR_all")
+    try:
+        other = _mr_all(gt, frames, parse_detections(text, path, len(frames), fmt, 1 - base))
+    except DetectionFormatError:  # a frame number the other base cannot hold
+        other = None
+    warning = None
+    if used is not None and other is not None and other < used - _BASE_EVIDENCE:
+        warning = (
+            f"{path}: read with frames numbered from {base}, MR_all {used:.2f}; numbered from {1 - base} it "
+            f"would be {other:.2f}: if its frames count from {1 - base}, pass --{fmt}-base {1 - base}"
+        )
+    return results, warning
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     names: List[str] = args.names or [os.path.basename(p) for p in args.detections]
     if len(names) != len(args.detections):
         print(f"error: {len(names)} --names for {len(args.detections)} --detections", file=sys.stderr)
         return 2
+    bases = {"txt": args.txt_base, "json": args.json_base}
     try:
         frames = read_image_set(args.image_set)
         gt = load_ground_truth(args.annotations, frames)
-        results = [evaluate(gt, frames, read_detections(p, len(frames))) for p in args.detections]
+        evaluated = [evaluate_file(p, gt, frames, bases) for p in args.detections]
     except (OSError, ValueError, BBGTFormatError, DetectionFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
+    results = [r for r, _ in evaluated]
+    for _, warning in evaluated:
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
+    numbering = f"frames numbered from {bases['txt']} in text files, from {bases['json']} in JSON files"
     if args.json:
-        reports = [_report(r) for r in results]
+        reports = [dict(_report(r), frame_base=bases) for r in results]
         print(json.dumps(reports[0] if len(reports) == 1 else dict(zip(names, reports)), indent=2))
     else:
+        print(f"# {numbering}")
         for name, res in zip(names, results):
             if len(results) > 1:
                 print(f"# {name}")
@@ -90,5 +138,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .plot import plot_miss_rate_curves
 
         curves = [(n, r[args.plot_setting]) for n, r in zip(names, results)]
-        plot_miss_rate_curves(curves, args.plot, title=args.plot_setting)
+        try:
+            plot_miss_rate_curves(curves, args.plot, title=args.plot_setting)
+        except OSError as e:
+            print(f"error: cannot write {args.plot}: {e.strerror or e}", file=sys.stderr)
+            return 1
     return 0

@@ -1,11 +1,18 @@
 """Detection result files: the toolbox's text format and COCO-style JSON.
 
 Text, as ``kaist_eval_full.m`` aggregates it and ``bbGt>loadAll`` reads it: one detection
-a line, ``frame,x,y,w,h,score``, with ``frame`` the 1-based position of the frame in the
-image set and x, y the top-left corner in pixels (commas or blanks; ``%``/``#`` comment
-lines allowed, as MATLAB's ``load -ascii`` does). JSON: a list of
-``{"image_id": <0-based position>, "bbox": [x, y, w, h], "score": s}`` (extra keys such as
+a line, ``frame,x,y,w,h,score``, with ``frame`` the position of the frame in the image set
+and x, y the top-left corner in pixels (commas or blanks; ``%``/``#`` comment lines allowed,
+as MATLAB's ``load -ascii`` does). JSON: a list of
+``{"image_id": <position>, "bbox": [x, y, w, h], "score": s}`` (extra keys such as
 ``category_id`` are ignored). Both are converted to 0-based frame positions once, here.
+
+Nothing in either file says where its frame numbers start. The default is the convention of
+the published evaluators, :data:`DEFAULT_BASES`: text 1-based (MATLAB's ``kaist_eval_full.m``
+writes ``frame`` from 1), JSON 0-based (MLPD's ``evaluation_script.py`` reads ``image_id`` as
+the 0-based id of ``KAIST_annotation.json``, and subtracts 1 from the frame of text files).
+A file numbered the other way shifts every detection onto the next frame; the CLI states the
+base it used and warns when the other one would fit the file much better.
 """
 
 from __future__ import annotations
@@ -18,13 +25,20 @@ from typing import Callable, NamedTuple, Optional
 import numpy as np
 
 __all__ = [
+    "DEFAULT_BASES",
     "Detections",
     "DetectionFormatError",
     "read_detections",
     "parse_detections",
+    "read_result_text",
+    "sniff_format",
     "format_detections",
     "write_detections",
 ]
+
+
+#: The first frame's number in each format, by the published evaluators' conventions.
+DEFAULT_BASES = {"txt": 1, "json": 0}
 
 
 class DetectionFormatError(ValueError):
@@ -64,7 +78,7 @@ def _check(
     return Detections(frame.astype(np.int64) - base, boxes, scores)
 
 
-def _read_text(path: str, text: str, n_frames: int) -> Detections:
+def _read_text(path: str, text: str, n_frames: int, base: int) -> Detections:
     lines = text.replace(",", " ").splitlines()
     numbers = [(i, line.split()) for i, line in enumerate(lines, start=1)]
     numbers = [(i, f) for i, f in numbers if f and f[0][0] not in "%#"]
@@ -82,10 +96,10 @@ def _read_text(path: str, text: str, n_frames: int) -> Detections:
                 f"{path}:{i}: expected 6 numbers 'frame,x,y,w,h,score', got {lines[i - 1].strip()!r}"
             ) from None
     table = np.array(rows, dtype=np.float64)
-    return _check(table[:, 0], table[:, 1:5], table[:, 5], n_frames, lambda i: f"{path}:{lineno[i]}", 1)
+    return _check(table[:, 0], table[:, 1:5], table[:, 5], n_frames, lambda i: f"{path}:{lineno[i]}", base)
 
 
-def _read_json(path: str, text: str, n_frames: int) -> Detections:
+def _read_json(path: str, text: str, n_frames: int, base: int) -> Detections:
     try:
         entries = json.loads(text)
     except json.JSONDecodeError as e:
@@ -114,30 +128,42 @@ def _read_json(path: str, text: str, n_frames: int) -> Detections:
                     f"got {e!r}"
                 ) from None
         raise  # pragma: no cover
-    return _check(table[:, 0], table[:, 1:5], table[:, 5], n_frames, lambda i: f"{path}: entry {i}", 0)
+    return _check(table[:, 0], table[:, 1:5], table[:, 5], n_frames, lambda i: f"{path}: entry {i}", base)
 
 
-def read_detections(path: str, n_frames: int, fmt: Optional[str] = None) -> Detections:
-    """Read a result file (``fmt`` "txt" or "json"; by default sniffed from the content)."""
+def read_detections(path: str, n_frames: int, fmt: Optional[str] = None, base: Optional[int] = None) -> Detections:
+    """Read a result file (``fmt`` "txt" or "json"; by default sniffed from the content) whose
+    first frame is numbered ``base`` (by default the format's :data:`DEFAULT_BASES`)."""
+    return parse_detections(read_result_text(path), path, n_frames, fmt, base)
+
+
+def read_result_text(path: str) -> str:
+    """The content of a result file, with errors that name it."""
     try:
         with open(path, "r", encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except FileNotFoundError:
         raise FileNotFoundError(f"detection file not found: {path}") from None
     except UnicodeDecodeError as e:
         raise DetectionFormatError(f"{path}: not a UTF-8 text file (byte {e.start})") from None
-    return parse_detections(text, path, n_frames, fmt)
 
 
-def parse_detections(text: str, path: str, n_frames: int, fmt: Optional[str] = None) -> Detections:
+def sniff_format(text: str) -> str:
+    """"json" for a JSON list or object, else "txt"."""
+    return "json" if text.lstrip()[:1] in ("[", "{") else "txt"
+
+
+def parse_detections(
+    text: str, path: str, n_frames: int, fmt: Optional[str] = None, base: Optional[int] = None
+) -> Detections:
     """Parse the content of a result file; ``path`` names it in error messages."""
-    if fmt is None:
-        fmt = "json" if text.lstrip()[:1] in ("[", "{") else "txt"
-    if fmt == "json":
-        return _read_json(path, text, n_frames)
-    if fmt == "txt":
-        return _read_text(path, text, n_frames)
-    raise ValueError(f"unknown detection format {fmt!r}; expected 'txt' or 'json'")
+    fmt = fmt or sniff_format(text)
+    if fmt not in DEFAULT_BASES:
+        raise ValueError(f"unknown detection format {fmt!r}; expected 'txt' or 'json'")
+    base = DEFAULT_BASES[fmt] if base is None else base
+    if base not in (0, 1):
+        raise ValueError(f"frame base {base!r} must be 0 or 1")
+    return (_read_json if fmt == "json" else _read_text)(path, text, n_frames, base)
 
 
 def format_detections(detections: Detections) -> str:

@@ -1,4 +1,5 @@
 """Shared fixtures: the real KAIST data beside the checkout, and fresh configs."""
+import logging
 import os
 from pathlib import Path
 
@@ -69,3 +70,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def fresh_loggers():
+    """Undo the logger set-up of tools run in this process: their handlers hold the streams of
+    the test that ran them (pytest's captures, a temporary log.txt), closed afterwards."""
+    yield
+    from detectron2.utils.logger import setup_logger
+
+    for name in ("detectron2", "fvcore", "detpre", "kaisteval"):
+        log = logging.getLogger(name)
+        for handler in list(log.handlers):
+            log.removeHandler(handler)
+        log.propagate = True
+    setup_logger.cache_clear()

@@ -216,3 +216,33 @@ def test_compare_backbones_tool_end_to_end(tmp_path, capsys):
     other = run(wb)  # B: another random network
     assert other["cka"]["res4"]["res4"] < 1.0 - 1e-6
     assert "k-NN overlap" in capsys.readouterr().out
+
+
+BGRT_OPTS = ["INPUT.FORMAT", "BGRT", "INPUT.DATASET_MAPPER_NAME", "MultispectralDatasetMapper",
+             "MODEL.PIXEL_MEAN", "[100.0, 100.0, 100.0, 40.0]", "MODEL.PIXEL_STD", "[50.0, 50.0, 50.0, 20.0]"]
+
+
+def test_compare_backbones_takes_kaist_pairs(tmp_path, capsys):
+    """A BGRT (early-fusion) backbone reads visible + LWIR pairs; a BGR one the visible frames."""
+    from tools.compare_backbones import main
+
+    rng = np.random.default_rng(3)
+    root = tmp_path / "kaist" / "set06" / "V000"
+    for modality, channels in (("visible", 3), ("lwir", 1)):
+        (root / modality).mkdir(parents=True)
+        for i in range(8):
+            shape = (40, 48, 3) if channels == 3 else (40, 48)
+            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8)).save(root / modality / f"I{i:05d}.png")
+    (root / "visible" / "I00099.png").write_bytes((root / "visible" / "I00000.png").read_bytes())  # no LWIR twin
+    wb = tmp_path / "b.pth"
+    save_random_r18(wb, 1)
+    out = tmp_path / "out"
+    argv = ["--a-opts", "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64", "MODEL.RESNETS.NORM",
+            "BN", *BGRT_OPTS, *tiny_backbone_args("b", wb), "--images", str(tmp_path / "kaist"), "--size", "32",
+            "--k", "2", "--big-k", "4", "--map-size", "64", "--cache-dir", "", "--output-dir", str(out),
+            "--pair", str(root / "visible" / "I00001.png"), str(root / "lwir" / "I00001.png")]
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads((out / "comparison.json").read_text())
+    assert report["images"] == 8  # pairs, listed by their visible frame; the lone visible frame is left out
+    assert set(report["cka"]) == {"res4", "res5"} and len(report["top_channels"]["A"]) == 2
+    assert (out / "activation_maps.png").read_bytes()[:8] == PNG_MAGIC

@@ -340,3 +340,30 @@ def test_collapsed_embeddings_are_warned_about_in_the_log(cfg, caplog):
         model(fake_batch())
     assert storage.latest()["box_domain/embedding_spread"][0] < 1e-3
     assert any("collapsing at iteration 7" in r.getMessage() for r in caplog.records)
+
+
+def test_convert_pretrained_refuses_another_model_and_names_bad_files(tmp_path, capsys):
+    """tools/convert_pretrained.py: a fine-tuning config of another backbone, an empty or a text
+    file are one error line each (exit 2), and nothing is written."""
+    from tools.convert_pretrained import main
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "pre.pth"
+    torch.save({"model": build_model(_config("Demo/pretrain_faster_rcnn_R18_FPN.yaml")).state_dict()}, checkpoint)
+    finetune = str(CONFIGS / "Demo" / "finetune_faster_rcnn_R18_FPN.yaml")
+    out = tmp_path / "detector.pth"
+    assert main([str(checkpoint), str(out), "--config-file", finetune, "MODEL.DEVICE", "cpu"]) == 0
+    assert out.is_file()
+    capsys.readouterr()
+
+    other = tmp_path / "other.pth"
+    assert main([str(checkpoint), str(other), "--config-file", finetune, "MODEL.RESNETS.DEPTH", "34"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "describe different models" in err[0] and "nothing was written" in err[0]
+    assert not other.exists()
+    for name, content in (("empty.pth", b""), ("notes.pth", b"these are not weights\n")):
+        (tmp_path / name).write_bytes(content)
+        assert main([str(tmp_path / name), str(other)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {tmp_path / name}") or f"Checkpoint {tmp_path / name}" in err, err
+        assert not other.exists()

@@ -118,16 +118,25 @@ def test_cli_attaches_per_init_configs_and_overrides(tmp_path):
 
 # ------------------------------------------------------------------------- planning
 def test_plan_resolves_each_schedule_and_refuses_study_keys(tmp_path):
-    inits = [Init("scratch", SCRATCH), Init("other", SCRATCH, opts=("SOLVER.IMS_PER_BATCH", "4"))]
+    inits = [Init("scratch", SCRATCH), Init("other", SCRATCH, opts=("SOLVER.IMS_PER_BATCH", "1"))]
     study = InitStudy(str(DEMO_CONFIG), inits, ["1x", "2x"], str(tmp_path), opts=TOY_OPTS)
     plans = {p.name: p for p in study.plan()}
     assert sorted(plans) == ["other_1x", "other_2x", "scratch_1x", "scratch_2x"]
     assert plans["scratch_1x"].cfg.SOLVER.MAX_ITER == 4 and plans["scratch_2x"].cfg.SOLVER.MAX_ITER == 8
     assert plans["scratch_2x"].cfg.SOLVER.STEPS == (6, 7)
-    # The per-init batch comes after the study's: the same images are seen in half the iterations.
-    assert plans["other_2x"].cfg.SOLVER.MAX_ITER == 4 and plans["other_2x"].images_per_iter == 4
+    # The per-init batch comes after the study's: the same images are seen in twice the iterations.
+    assert plans["other_2x"].cfg.SOLVER.MAX_ITER == 16 and plans["other_2x"].images_per_iter == 1
+    assert plans["other_2x"].cfg.SOLVER.STEPS == (12, 14)
     assert plans["scratch_1x"].cfg.OUTPUT_DIR == str(tmp_path / "scratch_1x")
     assert "--resume" in plans["scratch_1x"].argv
+    # At 4 images the drops at the last 2 and 1 reference iterations (at 2 images) would fall on
+    # one iteration: too short to hold both LR drops.
+    four = Init("four", SCRATCH, opts=("SOLVER.IMS_PER_BATCH", "4"))
+    with pytest.raises(ValueError, match="run four_2x: Schedule '2x' at SOLVER.IMS_PER_BATCH 4 is 4 iterations"):
+        InitStudy(str(DEMO_CONFIG), [four], ["2x"], str(tmp_path), opts=TOY_OPTS).plan()
+    # What the user sets in --opts is what every run trains, the schedule notwithstanding.
+    (fixed,) = InitStudy(str(DEMO_CONFIG), inits[:1], ["2x"], str(tmp_path), opts=TOY_OPTS + ["SOLVER.MAX_ITER", "5"]).plan()
+    assert fixed.cfg.SOLVER.MAX_ITER == 5 and fixed.argv[-6:-4] == ["SOLVER.MAX_ITER", "5"]
     with pytest.raises(ValueError, match="MODEL.WEIGHTS.*sets itself"):
         InitStudy(str(DEMO_CONFIG), inits, ["1x"], str(tmp_path), opts=["MODEL.WEIGHTS", "x.pkl"])
     with pytest.raises(ValueError, match="Unknown schedule 'long'"):

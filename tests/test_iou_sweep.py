@@ -250,3 +250,21 @@ def test_cli_reports_bad_input_by_name(coco_files, tmp_path, capsys):
     foreign.write_text(json.dumps([{"image_id": 999, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 1.0}]))
     assert ap_vs_iou_main(["--gt", str(gt_path), "--results", str(foreign)]) == 2
     assert "999" in capsys.readouterr().err
+
+
+def test_cli_names_runs_by_their_folder_and_refuses_duplicates(coco_files, tmp_path, capsys):
+    """Two runs evaluated on one dataset: OUTPUT_DIR/inference/<dataset>/ of each keeps its run's name."""
+    gt_path, _, results = coco_files
+    folders = []
+    for run in ("scratch", "imagenet"):
+        folder = tmp_path / run / "inference" / "coco_val"
+        folder.mkdir(parents=True)
+        (folder / "coco_instances_results.json").write_text(json.dumps(results))
+        folders.append(folder)
+    out = tmp_path / "ap.json"
+    assert ap_vs_iou_main(["--gt", str(gt_path), "--results", str(folders[0]), "--results",
+                           str(folders[1] / "coco_instances_results.json"), "--output", str(out)]) == 0
+    assert set(json.loads(out.read_text())) == {"scratch", "imagenet"}
+    capsys.readouterr()
+    assert ap_vs_iou_main(["--gt", str(gt_path), "--results", f"x={folders[0]}", "--results", f"x={folders[1]}"]) == 2
+    assert "two --results are named 'x'" in capsys.readouterr().err

@@ -252,23 +252,25 @@ def load_check_kaist():
     return module
 
 
+def imaged_tree(root: Path, keys, frame) -> Path:
+    """``make_tree`` of ``keys``, each with one person, every image file holding ``frame``."""
+    import cv2
+
+    text = HEADER + bbgt_line("person", 100, 100, 40, 80)
+    make_tree(root, {key: {f"annotations/{key}.txt": text} for key in keys})
+    for path in (root / "images").rglob("*.jpg"):
+        cv2.imwrite(str(path), frame)
+    return root
+
+
 def test_check_kaist_reports_a_tree(tmp_path, capsys):
     """datasets/check_kaist.py: counts what is there, exits nonzero on problems."""
     import cv2
     import numpy as np
 
     check_kaist = load_check_kaist()
-    text = HEADER + bbgt_line("person", 100, 100, 40, 80)
-    root = make_tree(
-        tmp_path,
-        {
-            "set00/V000/I00001": {"annotations/set00/V000/I00001.txt": text},
-            "set06/V000/I00002": {"annotations/set06/V000/I00002.txt": text},
-        },
-    )
     frame = np.zeros((512, 640, 3), np.uint8)
-    for path in (root / "images").rglob("*.jpg"):
-        cv2.imwrite(str(path), frame)
+    root = imaged_tree(tmp_path, ["set00/V000/I00001", "set06/V000/I00002"], frame)
     assert check_kaist.main([str(root)]) == 0
     out = capsys.readouterr().out
     assert "2 frames in images/ (2 day, 0 night" in out and "original: 2 files" in out
@@ -311,7 +313,7 @@ def test_visualize_kaist_draws_both_frames(shared_data, tmp_path, capsys):
     drawn = {}
     for predictions in ("instances_predictions.pth", "dets.txt"):
         out = tmp_path / predictions.split(".")[0]
-        [path] = tool.main(
+        assert tool.main(
             [
                 "--dataset",
                 name,
@@ -319,24 +321,49 @@ def test_visualize_kaist_draws_both_frames(shared_data, tmp_path, capsys):
                 str(tmp_path / predictions),
                 "--frames",
                 "set06/V001/I00459",
-                "--output",
+                "--output-dir",
                 str(out),
                 "--no-gt",
             ]
-        )
+        ) == 0
+        [path] = [str(p) for p in out.iterdir()]
         assert path.endswith("set06_V001_I00459.png")
         image = cv2.imread(path)
         assert image.shape == (512, 1280, 3)
         assert red_edge(image, 0) and red_edge(image, 640)  # the detection on both frames
         drawn[predictions] = image
     assert (drawn["instances_predictions.pth"] == drawn["dets.txt"]).all()  # 0.2 is under the threshold
-    [with_gt] = tool.main(
-        ["--dataset", name, "--frames", "set06/V001/I00459", "--output", str(tmp_path / "gt")]
-    )
-    gt = cv2.imread(with_gt)
+    assert tool.main(["--dataset", name, "--frames", "set06/V001/I00459", "--output-dir", str(tmp_path / "gt")]) == 0
+    gt = cv2.imread(str(tmp_path / "gt" / "set06_V001_I00459.png"))
     x, y, w, h = 282, 209, 52, 111  # the first person of that frame: a green box on both frames
     for offset in (0, 640):
         edge = gt[y + h // 2, x + offset - 2 : x + offset + 3].astype(int)
         assert ((edge[:, 1] > edge[:, 2] + 40) & (edge[:, 1] > edge[:, 0] + 40)).any()
-    with pytest.raises(KeyError, match="set00/V000/I00000"):
-        tool.main(["--dataset", name, "--frames", "set00/V000/I00000", "--output", str(tmp_path / "x")])
+    capsys.readouterr()
+    assert tool.main(["--dataset", name, "--frames", "set00/V000/I00000", "--output-dir", str(tmp_path / "x")]) == 2
+    assert "set00/V000/I00000" in capsys.readouterr().err
+
+
+def test_check_kaist_decodes_every_image_and_checks_every_box(tmp_path, capsys):
+    """A truncated JPEG, zero-size and out-of-frame boxes and an empty annotation file are problems."""
+    import cv2
+    import numpy as np
+
+    check_kaist = load_check_kaist()
+    good = HEADER + bbgt_line("person", 100, 100, 40, 80)
+    noise = np.random.default_rng(0).integers(0, 256, (512, 640, 3), dtype=np.uint8)
+    root = imaged_tree(tmp_path, ["set00/V000/I00001", "set00/V000/I00002"], noise)
+    assert check_kaist.main([str(root)]) == 0
+    capsys.readouterr()
+
+    truncated = root / "images/set00/V000/visible/I00002.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    write(root / "annotations/set00/V000/I00001.txt", good + bbgt_line("person", 10, 10, 0, 30)
+          + bbgt_line("people", 700, 100, 20, 40))
+    write(root / "annotations/set00/V000/I00002.txt", "")
+    assert check_kaist.main([str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"{truncated}: truncated JPEG (no End-Of-Image marker), 2000 bytes" in out
+    assert "I00001.txt: object 2 (person) is 0 x 30" in out
+    assert "I00001.txt: object 3 (people) at x 700, y 100, 20 x 40 lies wholly outside the 640x512 frame" in out
+    assert "PROBLEM empty annotation file: 1" in out and "I00002.txt: 0 bytes" in out

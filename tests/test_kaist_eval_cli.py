@@ -5,6 +5,7 @@ parsing and the protocol's definitions, never copied from a run.
 """
 
 import json
+import re
 import math
 import subprocess
 import sys
@@ -138,7 +139,8 @@ def test_text_output_json_output_and_plot(kaist, tmp_path):
     args = ["--annotations", kaist["annotations"], "--image-set", kaist["image_set"]]
     out = cli(*args, "--detections", det)
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+    assert out.stdout.startswith("# frames numbered from 1 in text files, from 0 in JSON files\n")
+    lines = [ln for ln in out.stdout.splitlines() if not ln.startswith("#")]
     assert [ln.split(":")[0] for ln in lines] == ["MR_all", "MR_day", "MR_night"]
     report = cli_json(*args, "--detections", as_json)  # same detections as 0-based JSON
     assert lines[0] == f"MR_all: {report['MR_all']:.2f}"
@@ -185,10 +187,10 @@ def test_errors_name_the_file_and_line(kaist, tmp_path):
     bad = tmp_path / "bad.txt"
     bad.write_text("1,10,10,10,10,0.5\n2,10,10,ten,10,0.5\n")
     out = cli(*args, "--detections", bad)
-    assert out.returncode == 1 and f"{bad}:2: expected 6 numbers" in out.stderr
+    assert out.returncode == 2 and f"{bad}:2: expected 6 numbers" in out.stderr
     bad.write_text("1,10,10,10,10,0.5\n2253,10,10,10,10,0.5\n")
     out = cli(*args, "--detections", bad)
-    assert out.returncode == 1 and f"{bad}:2: frame index out of range 1..2252" in out.stderr
+    assert out.returncode == 2 and f"{bad}:2: frame index out of range 1..2252" in out.stderr
     # A broken annotation file and a missing one.
     ann = tmp_path / "ann"
     ann.mkdir()
@@ -196,11 +198,11 @@ def test_errors_name_the_file_and_line(kaist, tmp_path):
     image_set.write_text("set06/V000/I00019\nset06/V000/I00039\n")
     (ann / "set06_V000_I00019.txt").write_text("% bbGt version=3\n")
     out = cli("--annotations", ann, "--image-set", image_set, "--detections", bad)
-    assert out.returncode == 1 and "set06_V000_I00039.txt" in out.stderr and "not found" in out.stderr
+    assert out.returncode == 2 and "set06_V000_I00039.txt" in out.stderr and "not found" in out.stderr
     (ann / "set06_V000_I00039.txt").write_text("% bbGt version=3\n")
     (ann / "set06_V000_I00019.txt").write_text("% bbGt version=3\nperson 1 2 3\n")
     out = cli("--annotations", ann, "--image-set", image_set, "--detections", bad)
-    assert out.returncode == 1 and "set06_V000_I00019.txt:2: expected 12 fields" in out.stderr
+    assert out.returncode == 2 and "set06_V000_I00019.txt:2: expected 12 fields" in out.stderr
 
 
 def test_cli_imports_neither_torch_nor_detectron2_nor_matplotlib():
@@ -210,3 +212,25 @@ def test_cli_imports_neither_torch_nor_detectron2_nor_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_frame_numbering_is_explicit_and_a_shifted_file_is_noticed(kaist, tmp_path):
+    """A JSON file numbered from 1 read as 0-based lands every detection on the next frame."""
+    names, objects = frames_and_objects(kaist)
+    rows = [(i, o[1:5], 0.9) for i, objs in enumerate(objects) for o in objs if reasonable(o)]
+    # No detection on the first or the last frame, so both numberings are valid indices.
+    rows = [r for r in rows if 0 < r[0] < len(names) - 1]
+    one_based = tmp_path / "one_based.json"
+    one_based.write_text(json.dumps([{"image_id": i + 1, "bbox": list(b), "score": s} for i, b, s in rows]))
+    args = ["--annotations", kaist["annotations"], "--image-set", kaist["image_set"], "--detections", one_based]
+    default = cli(*args)
+    assert default.returncode == 0, default.stderr
+    shifted = float(re.search(r"MR_all: ([\d.]+)", default.stdout).group(1))
+    assert f"warning: {one_based}: read with frames numbered from 0" in default.stderr
+    assert "pass --json-base 1" in default.stderr
+    right = cli(*args, "--json-base", "1")
+    assert right.returncode == 0 and "warning" not in right.stderr
+    assert right.stdout.startswith("# frames numbered from 1 in text files, from 1 in JSON files")
+    correct = float(re.search(r"MR_all: ([\d.]+)", right.stdout).group(1))
+    assert correct < shifted - 10
+    assert cli_json(*args, "--json-base", "1")["frame_base"] == {"txt": 1, "json": 1}

@@ -16,7 +16,8 @@ import detpre.analysis.features as features
 from detpre import add_detpre_config
 from detpre.analysis.features import image_folder, pooled_features
 from detpre.analysis.probe import split_indices
-from tools.linear_probe import main, run_probe
+from detpre.analysis.probe import run_probe
+from tools.linear_probe import main
 
 # class -> (BGR colour, shape)
 CLASSES = {
@@ -148,3 +149,22 @@ def test_image_folder_errors_name_the_folder(tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(ValueError, match="has no images"):
         image_folder(str(tmp_path))
+
+
+def test_probe_of_a_multispectral_backbone_reads_pairs(folder, tmp_path, capsys):
+    """ROOT/<class>/{visible,lwir}/<frame>: a BGRT (early-fusion) config probes the pairs."""
+    root = tmp_path / "pairs"
+    for name in CLASSES:
+        for i, image in enumerate(sorted(os.listdir(os.path.join(folder, name)))):
+            bgr = cv2.imread(os.path.join(folder, name, image))
+            for modality, frame in (("visible", bgr), ("lwir", cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))):
+                os.makedirs(root / name / modality, exist_ok=True)
+                cv2.imwrite(str(root / name / modality / f"I{i:05d}.png"), frame)
+    out = tmp_path / "probe.json"
+    argv = ["--data", str(root), "--stages", "res5", "--size", str(SIZE), "--cs", "1", "--cache-dir", "",
+            "--output", str(out), "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64",
+            "MODEL.RESNETS.NORM", "BN", "INPUT.FORMAT", "BGRT", "INPUT.DATASET_MAPPER_NAME", "MultispectralDatasetMapper",
+            "MODEL.PIXEL_MEAN", "[100.0, 100.0, 100.0, 40.0]", "MODEL.PIXEL_STD", "[50.0, 50.0, 50.0, 20.0]"]
+    assert main(argv) == 0, capsys.readouterr().err
+    report = json.loads(out.read_text())["stages"]["res5"]
+    assert report["n_train"] + report["n_val"] + report["n_test"] == len(CLASSES) * PER_CLASS

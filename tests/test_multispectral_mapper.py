@@ -12,7 +12,8 @@ from detectron2.structures import BoxMode
 
 import detpre  # noqa: F401
 from detpre.data.dataset_mappers import MAPPER_REGISTRY
-from detpre.data.dataset_mappers.multispectral_mapper import MultispectralDatasetMapper, MultispectralFormat
+from detpre.data.dataset_mappers.multispectral_mapper import MultispectralDatasetMapper
+from detpre.data.multispectral import MultispectralFormat
 from detpre.data.datasets.kaist import register_kaist
 
 CHANNELS = {"BGR": 3, "BGRT": 4, "RGBT": 4, "BGRTTT": 6, "TTT": 3, "T": 1}
@@ -207,4 +208,11 @@ def test_unreadable_or_mismatched_frames_are_named(cfg, tmp_path):
         mapper(copy.deepcopy(d))
     Path(d["lwir_file_name"]).unlink()
     with pytest.raises(FileNotFoundError, match=r"lwir/I00000\.jpg"):
+        mapper(copy.deepcopy(d))
+    # A frame cut short (an interrupted copy) is refused by name, not decoded to grey.
+    visible = Path(d["file_name"])
+    ok, data = cv2.imencode(".jpg", np.random.default_rng(1).integers(0, 256, (512, 640, 3), dtype=np.uint8))
+    visible.write_bytes(data.tobytes()[:2000])
+    write_lossless(Path(d["lwir_file_name"]), lwir)
+    with pytest.raises(ValueError, match=rf"Cannot read image {visible}: truncated JPEG"):
         mapper(copy.deepcopy(d))

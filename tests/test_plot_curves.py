@@ -9,7 +9,7 @@ import cv2
 import pytest
 
 from detpre.utils.curves import RunSpec, metric_series, read_ims_per_batch, read_metrics, run_curve
-from tools.plot_curves import cli
+from tools.plot_curves import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,19 +114,18 @@ def test_tool_plots_several_runs(tmp_path, capsys):
     scratch = write_run(tmp_path / "scratch", {99: 2.0, 199: 10.0, 299: 18.0}, ims_per_batch=8)
     pretrained = write_run(tmp_path / "pretrained", {49: 8.0, 99: 15.0}, ims_per_batch=16)
     output = tmp_path / "figs" / "curves.png"
-    cli(["--runs", f"{scratch}:random init", f"{pretrained}:ImageNet", "--metric", "bbox/AP",
-         "--x", "images", "--output", str(output)])
+    assert main(["--runs", f"{scratch}:random init", f"{pretrained}:ImageNet", "--metric", "bbox/AP",
+                 "--x", "images", "--output", str(output)]) == 0
     assert capsys.readouterr().out.strip() == str(output)
     image = cv2.imread(str(output))
     assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
     assert image.std() > 10  # something was drawn
 
 
-def test_tool_reports_missing_metric(tmp_path):
+def test_tool_reports_missing_metric(tmp_path, capsys):
     run = write_run(tmp_path / "run", {99: 5.0})
-    with pytest.raises(SystemExit) as e:
-        cli(["--runs", str(run), "--metric", "bbox/APx", "--output", str(tmp_path / "c.png")])
-    message = str(e.value.code)
+    assert main(["--runs", str(run), "--metric", "bbox/APx", "--output", str(tmp_path / "c.png")]) == 2
+    message = capsys.readouterr().err
     assert "bbox/APx" in message and "bbox/AP50" in message and "metrics.json" in message
     assert not (tmp_path / "c.png").exists()
 

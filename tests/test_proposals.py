@@ -190,6 +190,17 @@ def test_tool_names_what_is_missing(toy_dataset, tmp_path, capsys):
     assert "absent.png" in capsys.readouterr().err
 
 
+def test_tool_refuses_a_truncated_frame_by_name(toy_dataset, tmp_path, capsys):
+    name, records = toy_dataset
+    truncated = tmp_path / "cut.jpg"
+    ok, data = cv2.imencode(".jpg", np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    truncated.write_bytes(data.tobytes()[:2000])
+    records[2]["file_name"] = str(truncated)
+    assert tool.main(["--dataset", name, "--output", str(tmp_path / "p.pkl"), "--workers", "1"]) == 2
+    assert f"Cannot read image {truncated}: truncated JPEG (no End-Of-Image marker), 2000 bytes." in (
+        capsys.readouterr().err)
+
+
 @pytest.mark.slow
 def test_kaist_fixture_proposals_cover_persons(shared_data, tmp_path, capsys):
     """Real KAIST frames: thermal proposals must find pedestrians (coverage printed, see README)."""

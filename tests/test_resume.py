@@ -137,3 +137,30 @@ def test_divergence_names_iteration_losses_and_last_checkpoint(demo_env, tmp_pat
     iteration, checkpoint = int(diverged.group(1)), diverged.group(2)
     assert "loss_dict" in run.stdout and "loss_cls" in run.stdout
     assert checkpoint.endswith(f"model_{iteration - 1:07d}.pth") and os.path.isfile(checkpoint)
+
+
+def test_log_txt_holds_the_resume_past_a_broken_checkpoint_and_the_sigint_stop(demo_env, tmp_path):
+    """Every detpre message reaches OUTPUT_DIR/log.txt, formatted, once."""
+    first = subprocess.run(command(tmp_path, opts=("SOLVER.MAX_ITER", str(2 * PERIOD))), env=demo_env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:]
+    last = tmp_path / (tmp_path / "last_checkpoint").read_text()
+    last.write_bytes(last.read_bytes()[:1000])
+    (tmp_path / "log.txt").unlink()
+    # Two loader workers: Ctrl-C reaches their process group too, and only the trainer must react.
+    proc = subprocess.Popen(command(tmp_path, "--resume", opts=("DATALOADER.NUM_WORKERS", "2")), env=demo_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    log = tmp_path / "log.txt"
+    while not (log.exists() and "Starting training from iteration" in log.read_text()):
+        assert proc.poll() is None, proc.stdout.read()[-3000:]
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGINT, out[-3000:]
+    text = log.read_text()
+    assert re.search(rf"\] detpre\.checkpoint\.atomic ERROR: Cannot resume from {re.escape(str(last))} ", text)
+    assert text.count("Received SIGINT: saving a checkpoint after this step.") == 1
+    assert re.search(r"\] detpre\.engine\.hooks WARNING: Stopped at iteration \d+; resume with --resume\.", text)
+    assert "Loaded" in text and "of the model's" in text  # the checkpointer's load summary
+    assert f"Full log: {log}" in text

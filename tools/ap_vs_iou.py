@@ -9,70 +9,25 @@
 A ``--results`` value is ``[NAME=]PATH``: a COCO results json, or a Detectron2 inference
 directory (its ``coco_instances_results.json``; when ``--gt`` is omitted, the
 ``*_coco_format.json`` that COCOEvaluator writes there for non-COCO datasets is used).
+Without NAME a model is named after its run folder (the one holding ``inference/``); two
+models of one name are an error.
 COCO's protocol is the default; ``--voc`` adds the Pascal VOC matching rules with both
 the VOC07 11-point and the area AP. Where one model's curve falls faster than another's,
 its boxes are less precisely placed.
 """
 import argparse
-import contextlib
-import glob
-import io
 import json
-import os
 import sys
-from typing import Dict, List, Tuple
+from typing import Dict
 
-from pycocotools.coco import COCO
-
+from detpre.analysis.ap_vs_iou import evaluate_results, resolve_results
 from detpre.analysis.plots import plot_ap_vs_iou
-from detpre.evaluation.iou_sweep import IOU_SWEEP, APSweep, coco_iou_sweep, coco_voc_iou_sweep
+from detpre.evaluation.iou_sweep import IOU_SWEEP, APSweep
+from detpre.utils.cli import cli_main
 from detpre.utils.file_io import atomic_write
 
-RESULTS_FILE = "coco_instances_results.json"
 
-
-def resolve_results(spec: str) -> Tuple[str, str, str]:
-    """``[NAME=]PATH`` -> (name, results json, ground-truth json found beside it or "")."""
-    name, path = ("", spec) if os.path.exists(spec) or "=" not in spec else spec.split("=", 1)
-    path = os.path.normpath(path)
-    gt = ""
-    if os.path.isdir(path):
-        candidates = glob.glob(os.path.join(path, "*_coco_format.json"))
-        gt = candidates[0] if len(candidates) == 1 else ""
-        results = os.path.join(path, RESULTS_FILE)
-        default_name = os.path.basename(os.path.dirname(path)) if os.path.basename(path) == "inference" else path
-    else:
-        results, default_name = path, os.path.splitext(os.path.basename(path))[0]
-    if not os.path.isfile(results):
-        raise FileNotFoundError(f"results {results!r} do not exist (from --results {spec!r})")
-    return name or os.path.basename(default_name), results, gt
-
-
-def load_results(path: str, coco_gt: COCO) -> List[dict]:
-    with open(path) as f:
-        results = json.load(f)
-    if not isinstance(results, list) or any("bbox" not in r or "score" not in r for r in results):
-        raise ValueError(f"{path} is not a COCO box results list (dicts with image_id, category_id, bbox, score)")
-    missing = {r["image_id"] for r in results} - set(coco_gt.getImgIds())
-    if missing:
-        raise ValueError(f"{path} has detections on {len(missing)} image id(s) absent from the ground truth, "
-                         f"e.g. {sorted(missing)[:5]}")
-    return results
-
-
-def evaluate(gt_path: str, results_path: str, voc: bool) -> Dict[str, APSweep]:
-    """``{"coco": sweep}`` plus ``"voc07"`` and ``"voc_area"`` with ``voc``."""
-    if not os.path.isfile(gt_path):
-        raise FileNotFoundError(f"ground truth {gt_path!r} does not exist")
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(gt_path)
-    results = load_results(results_path, coco_gt)
-    sweeps = {"coco": coco_iou_sweep(coco_gt, results)}
-    if voc:
-        sweeps.update(coco_voc_iou_sweep(coco_gt, results))
-    return sweeps
-
-
+@cli_main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gt", default="", help="COCO ground-truth json")
@@ -84,16 +39,11 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="", help="JSON of every number")
     args = parser.parse_args(argv)
     table: Dict[str, Dict[str, APSweep]] = {}
-    try:
-        for spec in args.results:
-            name, results, found_gt = resolve_results(spec)
-            gt = args.gt or found_gt
-            if not gt:
-                raise ValueError(f"no --gt given and no single *_coco_format.json beside {results}")
-            table[name] = evaluate(gt, results, args.voc)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    for spec in resolve_results(args.results):
+        gt = args.gt or spec.found_gt
+        if not gt:
+            raise ValueError(f"no --gt given and no single *_coco_format.json beside {spec.results}")
+        table[spec.name] = evaluate_results(gt, spec.results, args.voc)
     header = " ".join(f"{'AP' + str(round(t * 100)):>6}" for t in IOU_SWEEP)
     print(f"{'model':<28} {header} {'AP':>6}")
     curves = {}

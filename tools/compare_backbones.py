@@ -9,6 +9,11 @@
     # KAIST: the visible and the thermal frame of one pair, side by side
     ... --pair set06/V000/visible/I00000.jpg set06/V000/lwir/I00000.jpg
 
+A backbone of a multispectral config (``INPUT.FORMAT`` BGRT, BGRTTT, TTT) reads visible +
+LWIR pairs (``.../visible/<frame>`` beside ``.../lwir/<frame>``, KAIST's layout): ``--images``
+then lists pairs by their visible frame, and any frame given to ``--maps`` / ``--pair`` stands
+for its pair; each map is drawn over the frame it was given.
+
 For every stage, pooled features of both backbones on ``--images`` (cached) give:
  - the k-NN overlap in both directions: of each image's ``k`` nearest neighbours in one
    space, the fraction found among its ``big_k`` nearest in the other (Li et al.'s
@@ -22,7 +27,6 @@ import argparse
 import json
 import os
 import sys
-from argparse import Namespace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -30,10 +34,12 @@ from detectron2.config import CfgNode
 
 from detpre.analysis.activations import ActivationMaps, activation_maps
 from detpre.analysis.cka import cka_matrix
-from detpre.analysis.features import list_images, load_backbone, load_image, pooled_features, stage_map, to_rgb
+from detpre.analysis.features import is_multispectral, list_images, load_backbone, load_image, pooled_features
+from detpre.analysis.features import stage_map
 from detpre.analysis.neighbors import overlap_both_ways
 from detpre.analysis.plots import plot_activation_comparison
-from detpre.engine.defaults import setup_cfg
+from detpre.config import load_cfg
+from detpre.utils.cli import cli_main
 from detpre.utils.file_io import atomic_write
 
 Backbone = Tuple[str, CfgNode, str]  # (name, config, weights)
@@ -52,7 +58,8 @@ def compare_features(
     device: Optional[torch.device] = None,
 ) -> dict:
     """``{"knn": {stage: {"a_to_b", "b_to_a"}}, "cka": {stage_a: {stage_b: cka}}}``."""
-    paths = list_images(root)
+    formats = [cfg.INPUT.FORMAT for _, cfg, _ in (a, b)]
+    paths = list_images(root, next((f for f in formats if is_multispectral(f)), formats[0]))
     feats = [pooled_features(cfg, w, root, paths, stages, size, cache_dir, batch_size, device) for _, cfg, w in (a, b)]
     return {
         "images": len(paths),
@@ -77,8 +84,7 @@ def draw_maps(
             activation_maps(stage_map(extractor, load_image(p, cfg.INPUT.FORMAT, size, crop=False), stage, device))
             for _, p in images
         ]
-    fmt = backbones[0][1].INPUT.FORMAT
-    shown = [(label, to_rgb(load_image(p, fmt, size, crop=False), fmt)) for label, p in images]
+    shown = [(label, load_image(p, "RGB", size, crop=False)) for label, p in images]
     plot_activation_comparison(shown, maps, path, stage)
     return maps
 
@@ -91,7 +97,7 @@ def backbone_args(parser: argparse.ArgumentParser, side: str) -> None:
 
 
 def backbone_from(args: argparse.Namespace, side: str) -> Backbone:
-    cfg = setup_cfg(Namespace(config_file=getattr(args, f"{side}_config"), opts=getattr(args, f"{side}_opts")))
+    cfg = load_cfg(getattr(args, f"{side}_config"), getattr(args, f"{side}_opts"))
     weights = getattr(args, f"{side}_weights")
     weights = cfg.MODEL.WEIGHTS if weights is None else weights
     if weights and not os.path.isfile(weights):
@@ -99,6 +105,7 @@ def backbone_from(args: argparse.Namespace, side: str) -> Backbone:
     return getattr(args, f"{side}_name"), cfg, weights
 
 
+@cli_main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     backbone_args(parser, "a")
@@ -121,27 +128,23 @@ def main(argv=None) -> int:
         parser.error("nothing to do: give --images, --maps or --pair")
     device = torch.device(args.device) if args.device else None
     report: dict = {}
-    try:
-        a, b = backbone_from(args, "a"), backbone_from(args, "b")
-        report["backbones"] = {name: weights for name, _, weights in (a, b)}
-        if args.images:
-            report.update(
-                compare_features(
-                    a, b, args.images, args.stages, args.k, args.big_k, args.cache_dir or None,
-                    args.size, args.batch_size, device,
-                )
+    a, b = backbone_from(args, "a"), backbone_from(args, "b")
+    report["backbones"] = {name: weights for name, _, weights in (a, b)}
+    if args.images:
+        report.update(
+            compare_features(
+                a, b, args.images, args.stages, args.k, args.big_k, args.cache_dir or None,
+                args.size, args.batch_size, device,
             )
-        images = [(os.path.basename(p), p) for p in args.maps]
-        if args.pair:
-            images += [("visible", args.pair[0]), ("thermal", args.pair[1])]
-        if images:
-            png = os.path.join(args.output_dir, "activation_maps.png")
-            maps = draw_maps((a, b), images, args.map_stage, png, args.map_size, device)
-            report["top_channels"] = {name: [m.top_channel for m in per] for name, per in maps.items()}
-            report["activation_maps"] = png
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        )
+    images = [(os.path.basename(p), p) for p in args.maps]
+    if args.pair:
+        images += [("visible", args.pair[0]), ("thermal", args.pair[1])]
+    if images:
+        png = os.path.join(args.output_dir, "activation_maps.png")
+        maps = draw_maps((a, b), images, args.map_stage, png, args.map_size, device)
+        report["top_channels"] = {name: [m.top_channel for m in per] for name, per in maps.items()}
+        report["activation_maps"] = png
     (na, _, _), (nb, _, _) = a, b
     for stage, o in report.get("knn", {}).items():
         print(f"{stage}: k-NN overlap (k={args.k} in K={args.big_k})  {na}->{nb} {o['a_to_b']:.3f}  "

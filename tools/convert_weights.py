@@ -26,6 +26,7 @@ from detpre.checkpoint.convert import (
     resnet_config,
     save_detectron2_checkpoint,
 )
+from detpre.utils.cli import cli_main
 from detpre.utils.file_io import atomic_write
 
 
@@ -46,6 +47,7 @@ def as_opt(value) -> str:
     return value if isinstance(value, str) else repr(value).replace(" ", "")
 
 
+@cli_main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("input", help="torchvision / timm checkpoint (.pth, .pth.tar, .bin)")
@@ -54,13 +56,11 @@ def main(argv=None) -> int:
     parser.add_argument("--config-out", default="", help="also write the config values as this YAML file")
     args = parser.parse_args(argv)
     try:
-        source = read_state_dict(args.input, args.format)
-        converted, dropped = convert_resnet_state_dict(source)
+        converted, dropped = convert_resnet_state_dict(read_state_dict(args.input, args.format))
         values = resnet_config(converted)
-        save_detectron2_checkpoint(converted, args.output, author=args.format)
-    except (OSError, ValueError) as e:
-        print(f"error: {args.input}: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:
+        raise ValueError(f"{args.input}: {e}") from None
+    save_detectron2_checkpoint(converted, args.output, author=args.format)
     report = load_into(build_resnet(values), converted)
     print(f"{args.input} ({args.format}): {len(converted)} tensors -> {args.output}")
     print(f"left out on purpose (classifier, BN counters): {len(dropped)}")

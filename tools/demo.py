@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from detpre.data.datasets.demo import ensure_demo_dataset
+from detpre.utils.cli import cli_main
 from detpre.utils.curves import Curve, metric_series, plot_curves
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,6 +61,7 @@ def training_env() -> Dict[str, str]:
     return env
 
 
+@cli_main
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     start = time.perf_counter()

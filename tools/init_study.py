@@ -48,6 +48,7 @@ from detpre.analysis.init_study import (
     plot_study,
     write_results,
 )
+from detpre.utils.cli import cli_main
 
 TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
 
@@ -110,17 +111,14 @@ def build_inits(args: argparse.Namespace) -> List[Init]:
     return [Init(i.name, i.spec, configs.get(i.name, ""), tuple(opts.get(i.name, ()))) for i in inits]
 
 
+@cli_main
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        study = InitStudy(
-            args.config_file, build_inits(args), args.schedules, args.output_dir,
-            opts=args.opts, metric=args.metric, launcher_args=launcher_args(args),
-        )
-        plans = study.plan()
-    except (OSError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    study = InitStudy(
+        args.config_file, build_inits(args), args.schedules, args.output_dir,
+        opts=args.opts, metric=args.metric, launcher_args=launcher_args(args),
+    )
+    plans = study.plan()
     if args.dry_run:
         sys.stdout.write(plan_summary(plans, TRAIN_NET))
         return 0

@@ -15,51 +15,18 @@ train + validation, and test top-1 and mean per-class accuracy are reported.
 """
 import argparse
 import json
-import logging
 import os
 import sys
-from typing import Dict, Optional, Sequence
 
 import torch
-from detectron2.config import CfgNode
 
-from detpre.analysis.features import image_folder, pooled_features
-from detpre.analysis.probe import DEFAULT_CS, ProbeResult, probe_features, split_indices
-from detpre.engine.defaults import setup_cfg
+from detpre.analysis.probe import DEFAULT_CS, run_probe
+from detpre.config import load_cfg
+from detpre.utils.cli import cli_main
 from detpre.utils.file_io import atomic_write
 
 
-def run_probe(
-    cfg: CfgNode,
-    weights: str,
-    data: str,
-    stages: Sequence[str],
-    cache_dir: Optional[str],
-    test_data: str = "",
-    size: int = 224,
-    batch_size: int = 32,
-    val_fraction: float = 0.2,
-    test_fraction: float = 0.2,
-    cs: Sequence[float] = DEFAULT_CS,
-    seed: int = 0,
-    device: Optional[torch.device] = None,
-) -> Dict[str, ProbeResult]:
-    """``{stage: ProbeResult}`` of the backbone of ``cfg`` + ``weights`` on ``data``."""
-    paths, labels, classes = image_folder(data)
-    splits = split_indices(labels, val_fraction, 0.0 if test_data else test_fraction, seed)
-    feats = pooled_features(cfg, weights, data, paths, stages, size, cache_dir, batch_size, device)
-    test_feats = None
-    if test_data:
-        test_paths, test_labels, test_classes = image_folder(test_data)
-        if test_classes != classes:
-            raise ValueError(f"{test_data} has classes {test_classes[:5]}..., {data} has {classes[:5]}...")
-        test_feats = pooled_features(cfg, weights, test_data, test_paths, stages, size, cache_dir, batch_size, device)
-    results = {}
-    for stage in stages:
-        test_set = (test_feats[stage], test_labels) if test_feats else None
-        results[stage] = probe_features(feats[stage], labels, splits, test_set, cs)
-    return results
-
+@cli_main
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -77,32 +44,27 @@ def main(argv=None) -> int:
     parser.add_argument("--cs", type=float, nargs="+", default=list(DEFAULT_CS), help="regularizations tried")
     parser.add_argument("--seed", type=int, default=0, help="seed of the split")
     parser.add_argument("--output", default="", help="write the results as JSON here")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = setup_cfg(args)
-        weights = cfg.MODEL.WEIGHTS if args.weights is None else args.weights
-        if weights and not os.path.isfile(weights):
-            raise FileNotFoundError(f"checkpoint {weights!r} does not exist")
-        results = run_probe(
-            cfg,
-            weights,
-            args.data,
-            args.stages,
-            args.cache_dir or None,
-            test_data=args.test_data,
-            size=args.size,
-            batch_size=args.batch_size,
-            val_fraction=args.val_fraction,
-            test_fraction=args.test_fraction,
-            cs=args.cs,
-            seed=args.seed,
-            device=torch.device(args.device) if args.device else None,
-        )
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
+    args = parser.parse_intermixed_args(argv)
+    cfg = load_cfg(args.config_file, args.opts)
+    weights = cfg.MODEL.WEIGHTS if args.weights is None else args.weights
+    if weights and not os.path.isfile(weights):
+        raise FileNotFoundError(f"checkpoint {weights!r} does not exist")
+    results = run_probe(
+        cfg,
+        weights,
+        args.data,
+        args.stages,
+        args.cache_dir or None,
+        test_data=args.test_data,
+        size=args.size,
+        batch_size=args.batch_size,
+        val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction,
+        cs=args.cs,
+        seed=args.seed,
+        device=torch.device(args.device) if args.device else None,
+    )
     print(f"linear probe of {weights or 'the config initialization'} on {args.data}")
     print(f"{'stage':<6} {'C':>8} {'top-1':>7} {'mean/class':>10}  (train/val/test)")
     for stage, r in results.items():

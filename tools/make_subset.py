@@ -18,6 +18,7 @@ from detectron2.data.datasets.coco import convert_to_coco_dict
 
 import detpre  # noqa: F401  (registers detpre's datasets)
 from detpre.data.datasets.subsets import register_subset
+from detpre.utils.cli import cli_main
 from detpre.utils.file_io import atomic_write
 
 
@@ -35,6 +36,7 @@ def subset_coco_dict(source: str, name: str) -> dict:
     return coco
 
 
+@cli_main
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="a registered dataset, e.g. coco_2017_train")
@@ -44,12 +46,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.dataset not in DatasetCatalog.list():
         parser.error(f"dataset {args.dataset!r} is not registered")
-    try:
-        name = register_subset(args.dataset, args.size, args.seed)
-        coco = subset_coco_dict(args.dataset, name)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    name = register_subset(args.dataset, args.size, args.seed)
+    coco = subset_coco_dict(args.dataset, name)
     with atomic_write(args.output) as f:
         json.dump(coco, f)
     print(f"{name}: {len(coco['images'])} images, {len(coco['annotations'])} annotations -> {args.output}")

@@ -13,6 +13,7 @@ import argparse
 import sys
 from typing import List, Optional
 
+from detpre.utils.cli import cli_main
 from detpre.utils.curves import RunSpec, plot_curves, run_curve
 
 
@@ -32,21 +33,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[List[str]] = None) -> str:
+@cli_main
+def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     curves = [run_curve(RunSpec.parse(r), args.metric, args.x) for r in args.runs]
     xlabel = "iterations" if args.x == "iterations" else "images seen"
-    return plot_curves(curves, args.output, xlabel=xlabel, ylabel=args.metric, title=args.title)
-
-
-def cli(argv: Optional[List[str]] = None) -> None:
-    """``main`` for the command line: print the figure's path, or exit with the error."""
-    try:
-        print(main(argv))
-    except (FileNotFoundError, KeyError, ValueError) as e:
-        # A KeyError's str() is its message quoted; show it as written.
-        sys.exit(f"plot_curves: {e.args[0] if isinstance(e, KeyError) else e}")
+    print(plot_curves(curves, args.output, xlabel=xlabel, ylabel=args.metric, title=args.title))
+    return 0
 
 
 if __name__ == "__main__":
-    cli()
+    sys.exit(main())

@@ -40,10 +40,11 @@ from detectron2.data import DatasetCatalog
 from detectron2.structures import BoxMode
 
 import detpre  # noqa: F401  (registers detpre's datasets)
-from detpre.data.dataset_mappers.multispectral_mapper import read_frame
+from detpre.data.image_io import read_image
 from detpre.data.datasets.subsets import ensure_subset_registered
 from detpre.data.proposals import ProposalFilter, merge_ranked, proposal_coverage, rank_logits, selective_search
-from detpre.utils.file_io import atomic_write
+from detpre.utils.cli import cli_main
+from detpre.utils.file_io import WriteError, atomic_write
 
 logger = logging.getLogger("detpre.precompute_proposals")
 
@@ -82,7 +83,7 @@ def search_image(files: Sequence[str], settings: SearchSettings) -> np.ndarray:
     """The filtered proposals of one image (its frames searched separately, then merged)."""
     ranked, shape = [], None
     for path in files:
-        image = read_frame(path, cv2.IMREAD_COLOR)
+        image = read_image(path, cv2.IMREAD_COLOR)
         if shape is not None and image.shape[:2] != shape:
             raise ValueError(f"Frames of one image differ in size: {files} ({shape} vs {image.shape[:2]}).")
         shape = image.shape[:2]
@@ -129,6 +130,34 @@ def read_journal(path: str, settings: SearchSettings) -> Dict[Any, np.ndarray]:
     return done
 
 
+class _JournalFile:
+    """The journal, open for appending: a failed write is a WriteError naming it."""
+
+    def __init__(self, f, path: str):
+        self._file, self._path = f, path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._file.write(data)
+        except OSError as e:
+            raise WriteError(self._path, e) from e
+
+    def flush(self) -> None:
+        try:
+            self._file.flush()
+        except OSError as e:
+            raise WriteError(self._path, e) from e
+
+
 def compute_proposals(
     dicts: Sequence[Dict[str, Any]], output: str, settings: SearchSettings, workers: int = 1
 ) -> Dict[str, Any]:
@@ -140,8 +169,12 @@ def compute_proposals(
     done = read_journal(journal, settings)
     todo = [(d["image_id"], image_files(d, settings.modality), settings) for d in dicts if d["image_id"] not in done]
     logger.info("%d images, %d already done (%s), %d to search.", len(ids), len(done), journal, len(todo))
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(journal, "ab") as f:
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        journal_file = open(journal, "ab")
+    except OSError as e:
+        raise WriteError(journal, e) from e
+    with _JournalFile(journal_file, journal) as f:
         if f.tell() == 0:
             pickle.dump({"settings": asdict(settings)}, f)
         results: Iterable[Tuple[Any, np.ndarray]]
@@ -190,6 +223,7 @@ def ground_truth_boxes(record: Dict[str, Any]) -> Optional[np.ndarray]:
     return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
 
 
+@cli_main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="a registered dataset, e.g. coco_2017_train")
@@ -206,28 +240,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--nms", type=float, default=default.nms_threshold)
     parser.add_argument("--coverage-iou", type=float, default=0.5)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     ensure_subset_registered(args.dataset)  # subset names such as coco_2017_train_10pct_s0
     if args.dataset not in DatasetCatalog.list():
         parser.error(f"dataset {args.dataset!r} is not registered")
-    try:
-        settings = SearchSettings(
-            modality=args.modality,
-            max_size=args.max_size,
-            fast=not args.quality,
-            filter=ProposalFilter(
-                max_aspect_ratio=args.max_aspect_ratio,
-                min_relative_size=args.min_relative_size,
-                max_relative_size=args.max_relative_size,
-                nms_threshold=args.nms,
-                top_k=args.top_k,
-            ),
-        )
-        dicts = DatasetCatalog.get(args.dataset)
-        proposals = compute_proposals(dicts, args.output, settings, args.workers)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    settings = SearchSettings(
+        modality=args.modality,
+        max_size=args.max_size,
+        fast=not args.quality,
+        filter=ProposalFilter(
+            max_aspect_ratio=args.max_aspect_ratio,
+            min_relative_size=args.min_relative_size,
+            max_relative_size=args.max_relative_size,
+            nms_threshold=args.nms,
+            top_k=args.top_k,
+        ),
+    )
+    dicts = DatasetCatalog.get(args.dataset)
+    proposals = compute_proposals(dicts, args.output, settings, args.workers)
     counts = [len(b) for b in proposals["boxes"]]
     print(f"{args.dataset}: {len(counts)} images, {np.mean(counts):.1f} proposals/image -> {args.output}")
     gt = [ground_truth_boxes(d) for d in dicts]

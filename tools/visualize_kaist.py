@@ -3,10 +3,10 @@
 
     python tools/visualize_kaist.py --dataset kaist_test_all20_improved \\
         --predictions output/inference/kaist_test_all20_improved/kaist_detections.txt \\
-        --output vis/ --score-threshold 0.5 --max-frames 20
+        --output-dir vis/ --score-threshold 0.5 --max-frames 20
 
     # any KAIST root, without registering it in code:
-    python tools/visualize_kaist.py --dataset my_kaist --register ROOT test-all-20 improved --output vis/
+    python tools/visualize_kaist.py --dataset my_kaist --register ROOT test-all-20 improved --output-dir vis/
 
 One PNG per frame (``setXX_VYYY_IZZZZZ.png``), drawn with Detectron2's ``Visualizer``:
 ground-truth persons in green, ignore regions (``people``, ``cyclist``, ``person?``, boxes
@@ -19,6 +19,7 @@ frame's 0-based position), both read by ``kaisteval``.
 
 import argparse
 import os
+import sys
 from collections import defaultdict
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -31,6 +32,9 @@ from detectron2.utils.visualizer import Visualizer
 
 import detpre  # noqa: F401  (registers the KAIST names)
 from detpre.data.datasets.kaist import ANNOTATION_VERSIONS, register_kaist
+from detpre.data.image_io import read_image
+from detpre.utils.cli import cli_main
+from detpre.utils.file_io import write_image
 
 GT_COLOR = (0.1, 0.8, 0.1)
 IGNORE_COLOR = (0.6, 0.6, 0.6)
@@ -84,9 +88,7 @@ def render(record: dict, detections, show_gt: bool, threshold: float, metadata) 
     """Visible | LWIR, side by side, as a BGR array for cv2.imwrite."""
     panels = []
     for key in ("file_name", "lwir_file_name"):
-        image = cv2.imread(record[key], cv2.IMREAD_COLOR)
-        if image is None:
-            raise FileNotFoundError(f"Cannot read image {record[key]}.")
+        image = read_image(record[key], cv2.IMREAD_COLOR)
         panels.append(draw(image[:, :, ::-1], record, detections, show_gt, threshold, metadata))
     if panels[0].shape != panels[1].shape:
         raise ValueError(f"{record['file_name']} and {record['lwir_file_name']} differ in size.")
@@ -104,7 +106,8 @@ def select(dicts: List[dict], frames: Optional[Sequence[str]], max_frames: int) 
     return [position[f] for f in frames]
 
 
-def main(argv=None) -> List[str]:
+@cli_main
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -126,7 +129,7 @@ def main(argv=None) -> List[str]:
         "--frames", nargs="+", help="frames to draw, as setXX/VYYY/IZZZZZ (default: the first ones)"
     )
     parser.add_argument("--max-frames", type=int, default=20, help="without --frames: how many (default 20)")
-    parser.add_argument("--output", required=True, help="directory for the PNGs")
+    parser.add_argument("--output-dir", required=True, help="folder for the PNGs")
     args = parser.parse_args(argv)
 
     if args.register:
@@ -134,17 +137,17 @@ def main(argv=None) -> List[str]:
     dicts = DatasetCatalog.get(args.dataset)
     metadata = MetadataCatalog.get(args.dataset)
     predictions = read_predictions(args.predictions, dicts) if args.predictions else {}
-    os.makedirs(args.output, exist_ok=True)
+    os.makedirs(args.output_dir, exist_ok=True)
     written = []
     for i in select(dicts, args.frames, args.max_frames):
         record = dicts[i]
         image = render(record, predictions.get(i, []), not args.no_gt, args.score_threshold, metadata)
-        path = os.path.join(args.output, f"{record['set_id']}_{record['video_id']}_{record['frame_id']}.png")
-        cv2.imwrite(path, image)
+        path = os.path.join(args.output_dir, f"{record['set_id']}_{record['video_id']}_{record['frame_id']}.png")
+        write_image(path, image)
         written.append(path)
-    print(f"Wrote {len(written)} images to {args.output}")
-    return written
+    print(f"Wrote {len(written)} images to {args.output_dir}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

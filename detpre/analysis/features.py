@@ -27,18 +27,30 @@ from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_backbone
 from torch import nn
 
+from ..data.multispectral import VISIBLE, MultispectralFormat, apply_geometry, paired_record
+from ..data.multispectral import read_frames, stack_channels
 from ..utils.file_io import atomic_write
 
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
+# Detectron2's read_image formats; any other INPUT.FORMAT is multispectral (detpre.data.multispectral).
+_PIL_FORMATS = ("BGR", "RGB", "L", "YUV-BT.601")
 
 
 # ------------------------------------------------------------------------ images
 
 
-def list_images(root: str) -> List[str]:
-    """Every image under ``root`` (recursively), sorted, as paths relative to ``root``."""
+def is_multispectral(image_format: str) -> bool:
+    return image_format not in _PIL_FORMATS
+
+
+def list_images(root: str, image_format: str = "BGR") -> List[str]:
+    """Every image under ``root`` (recursively), sorted, as paths relative to ``root``.
+
+    For a multispectral ``image_format`` an image is a visible + LWIR pair, listed by its
+    visible frame (``.../visible/<frame>`` with ``.../lwir/<frame>`` beside it).
+    """
     if not os.path.isdir(root):
         raise FileNotFoundError(f"image directory {root!r} does not exist")
     found = [
@@ -47,15 +59,25 @@ def list_images(root: str) -> List[str]:
         for f in files
         if f.lower().endswith(IMAGE_EXTENSIONS)
     ]
+    if is_multispectral(image_format):
+        found = [
+            p for p in found
+            if os.path.basename(os.path.dirname(p)) == VISIBLE
+            and all(os.path.isfile(f) for f in paired_record(os.path.join(root, p)).values())
+        ]
     if not found:
-        raise ValueError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root!r}")
+        what = "visible + LWIR pairs (.../visible/<frame>, .../lwir/<frame>)" if is_multispectral(image_format) else (
+            f"images ({', '.join(IMAGE_EXTENSIONS)})"
+        )
+        raise ValueError(f"no {what} under {root!r}")
     return sorted(found)
 
 
-def image_folder(root: str) -> Tuple[List[str], np.ndarray, List[str]]:
+def image_folder(root: str, image_format: str = "BGR") -> Tuple[List[str], np.ndarray, List[str]]:
     """Read an ``root/<class>/*.jpg`` dataset (Caltech-256, SUN-397, Flowers-102 layouts).
 
-    Returns paths relative to ``root``, integer labels and the sorted class names.
+    Returns paths relative to ``root``, integer labels and the sorted class names. With a
+    multispectral ``image_format``, a class folder holds pairs (``<class>/visible``, ``<class>/lwir``).
     """
     if not os.path.isdir(root):
         raise FileNotFoundError(f"image-folder dataset {root!r} does not exist")
@@ -65,7 +87,7 @@ def image_folder(root: str) -> Tuple[List[str], np.ndarray, List[str]]:
     paths, labels = [], []
     for label, name in enumerate(classes):
         try:
-            images = list_images(os.path.join(root, name))
+            images = list_images(os.path.join(root, name), image_format)
         except ValueError as e:
             raise ValueError(f"class folder {os.path.join(root, name)!r} has no images") from e
         paths += [os.path.join(name, p) for p in images]
@@ -76,18 +98,33 @@ def image_folder(root: str) -> Tuple[List[str], np.ndarray, List[str]]:
 def load_image(path: str, image_format: str, size: int, crop: bool) -> np.ndarray:
     """An HWC uint8 image in ``image_format``, shorter side resized to ``size``.
 
-    With ``crop`` the centre ``size`` x ``size`` square is kept, so that images batch.
+    With ``crop`` the centre ``size`` x ``size`` square is kept, so that images batch. A
+    multispectral format (``BGRT``, ``BGRTTT``, ``TTT``) reads the pair of which ``path`` is
+    a frame, both frames resized alike, channels stacked as the multispectral mapper does.
     """
-    image = read_image(path, format=image_format)
-    image = T.ResizeShortestEdge(size, max_size=sys.maxsize).get_transform(image).apply_image(image)
+    if not is_multispectral(image_format):
+        image = read_image(path, format=image_format)
+        image = T.ResizeShortestEdge(size, max_size=sys.maxsize).get_transform(image).apply_image(image)
+        if crop:
+            h, w = image.shape[:2]
+            image = T.CropTransform((w - size) // 2, (h - size) // 2, size, size).apply_image(image)
+        return image
+    fmt = MultispectralFormat.parse(image_format)
+    frames = read_frames(paired_record(path), fmt.modalities)
+    frames, _ = apply_geometry(frames, T.AugmentationList([T.ResizeShortestEdge(size, max_size=sys.maxsize)]))
     if crop:
-        h, w = image.shape[:2]
-        image = T.CropTransform((w - size) // 2, (h - size) // 2, size, size).apply_image(image)
-    return image
+        h, w = next(iter(frames.values())).shape[:2]
+        frames, _ = apply_geometry(frames, T.AugmentationList([T.CropTransform((w - size) // 2, (h - size) // 2, size, size)]))
+    return stack_channels(frames, fmt).transpose(1, 2, 0)
 
 
 def to_rgb(image: np.ndarray, image_format: str) -> np.ndarray:
-    """``image`` (as :func:`load_image` returns it) as RGB, for display."""
+    """``image`` (as :func:`load_image` returns it) as RGB, for display: the visible channels
+    of a multispectral image (the thermal one when it has none)."""
+    if is_multispectral(image_format):
+        fmt = MultispectralFormat.parse(image_format)
+        image = image[:, :, :3] if fmt.visible else image[:, :, :1]
+        image_format = fmt.visible or "L"
     if image_format == "BGR":
         return image[:, :, ::-1]
     if image.ndim == 2 or image.shape[2] == 1:

@@ -45,7 +45,8 @@ from detectron2.config import CfgNode
 from detectron2.utils.file_io import PathManager
 
 from ..checkpoint.convert import convert_resnet_state_dict, read_state_dict, resnet_config, save_detectron2_checkpoint
-from ..engine.defaults import detpre_argument_parser, setup_cfg
+from ..config import load_cfg
+from ..config.loader import flatten_keys
 from ..solver.schedule import parse_schedule
 from ..utils.curves import Curve, plot_curves
 from ..utils.curves import read_metrics as read_metrics_file
@@ -312,20 +313,11 @@ def plot_study(cells: Sequence[Cell], path: str, title: str = "") -> Optional[st
 
 
 # ------------------------------------------------------------------------ study
-def _flatten(node: Any, prefix: str = "") -> Dict[str, Any]:
-    if isinstance(node, dict):
-        out: Dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}{key}."))
-        return out
-    return {prefix[:-1]: node}
-
-
 def config_differences(saved_yaml: str, cfg: CfgNode) -> List[str]:
     """``KEY: saved -> now`` for every key on which a run folder's ``config.yaml`` and ``cfg`` differ."""
     with open(saved_yaml) as f:
-        saved = _flatten(yaml.safe_load(f) or {})
-    now = _flatten(yaml.safe_load(cfg.dump()))
+        saved = flatten_keys(yaml.safe_load(f) or {})
+    now = flatten_keys(yaml.safe_load(cfg.dump()))
     return [f"{k}: {saved.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}"
             for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
 
@@ -392,15 +384,12 @@ class InitStudy:
             weights = prepare_weights(init, os.path.join(self.output_dir, "weights"))
             for schedule in self.schedules:
                 out = os.path.join(self.output_dir, f"{init.name}_{schedule}")
-                argv = [
-                    "--config-file", os.path.abspath(init.config_file or self.config_file), "--schedule", schedule,
-                    "--resume",
-                    *self.launcher_args, *self.opts, *weights.opts, *init.opts,
-                    "OUTPUT_DIR", out, "MODEL.WEIGHTS", weights.path,
-                ]
+                config_file = os.path.abspath(init.config_file or self.config_file)
+                opts = [*self.opts, *weights.opts, *init.opts, "OUTPUT_DIR", out, "MODEL.WEIGHTS", weights.path]
+                argv = ["--config-file", config_file, "--schedule", schedule, "--resume", *self.launcher_args, *opts]
                 try:
-                    cfg = setup_cfg(detpre_argument_parser().parse_args(argv))
-                except (AssertionError, KeyError, TypeError, ValueError) as e:
+                    cfg = load_cfg(config_file, opts, schedule=schedule)
+                except (KeyError, ValueError) as e:
                     raise ValueError(f"run {init.name}_{schedule}: {e}") from e
                 if not cfg.DATASETS.TEST:
                     raise ValueError(

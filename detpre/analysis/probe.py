@@ -10,11 +10,15 @@ from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
+import torch
+from detectron2.config import CfgNode
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+
+from .features import image_folder, pooled_features
 
 DEFAULT_CS: Tuple[float, ...] = tuple(10.0**e for e in range(-4, 3))
 
@@ -99,3 +103,35 @@ def probe_features(
     if len(test_set[1]) == 0:
         raise ValueError("there is no test set: give a test fraction above 0 or a separate test folder")
     return linear_probe((features[train], labels[train]), (features[val], labels[val]), test_set, cs)
+
+
+def run_probe(
+    cfg: CfgNode,
+    weights: str,
+    data: str,
+    stages: Sequence[str],
+    cache_dir: Optional[str],
+    test_data: str = "",
+    size: int = 224,
+    batch_size: int = 32,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    cs: Sequence[float] = DEFAULT_CS,
+    seed: int = 0,
+    device: Optional[torch.device] = None,
+) -> Dict[str, ProbeResult]:
+    """``{stage: ProbeResult}`` of the backbone of ``cfg`` + ``weights`` on ``data``."""
+    paths, labels, classes = image_folder(data, cfg.INPUT.FORMAT)
+    splits = split_indices(labels, val_fraction, 0.0 if test_data else test_fraction, seed)
+    feats = pooled_features(cfg, weights, data, paths, stages, size, cache_dir, batch_size, device)
+    test_feats = None
+    if test_data:
+        test_paths, test_labels, test_classes = image_folder(test_data, cfg.INPUT.FORMAT)
+        if test_classes != classes:
+            raise ValueError(f"{test_data} has classes {test_classes[:5]}..., {data} has {classes[:5]}...")
+        test_feats = pooled_features(cfg, weights, test_data, test_paths, stages, size, cache_dir, batch_size, device)
+    results = {}
+    for stage in stages:
+        test_set = (test_feats[stage], test_labels) if test_feats else None
+        results[stage] = probe_features(feats[stage], labels, splits, test_set, cs)
+    return results

@@ -14,7 +14,6 @@ the weights.
 """
 import pickle
 import re
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Tuple
 
 import torch
@@ -24,6 +23,8 @@ from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
 
 from ..utils.file_io import atomic_write
+from .load_report import LoadReport
+from .reading import CheckpointError, load_checkpoint_file
 
 FORMATS = ("torchvision", "timm")
 #: ImageNet statistics used by torchvision and timm, in RGB order and 0-255 units.
@@ -62,7 +63,7 @@ def read_state_dict(path: str, fmt: str) -> Dict[str, torch.Tensor]:
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
-    obj: Any = torch.load(path, map_location="cpu")
+    obj: Any = load_checkpoint_file(path)
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
     for key in ("model", "state_dict"):
@@ -70,7 +71,7 @@ def read_state_dict(path: str, fmt: str) -> Dict[str, torch.Tensor]:
             obj = obj[key].state_dict() if isinstance(obj[key], nn.Module) else obj[key]
             break
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a {fmt} state dict (a mapping of names to tensors)")
+        raise CheckpointError(f"{path} does not hold a {fmt} state dict (a mapping of names to tensors)")
     return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in obj.items()}
 
 
@@ -138,19 +139,6 @@ def build_resnet(config_values: Dict[str, Any], norm: str = "FrozenBN") -> nn.Mo
     cfg.MODEL.RESNETS.NORM = norm
     cfg.MODEL.RESNETS.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
     return build_resnet_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN)))
-
-
-@dataclass
-class LoadReport:
-    """What loading a state dict into a model left out, on either side."""
-
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    wrong_shape: List[str] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return not (self.missing or self.unexpected or self.wrong_shape)
 
 
 def load_into(model: nn.Module, state_dict: Dict[str, Any]) -> LoadReport:

@@ -18,12 +18,13 @@ Only Detectron2's stem convolutions (``...stem.conv1.weight``) are inflated, and
 """
 
 import logging
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
 
 from .atomic import AtomicCheckpointer
+from .load_report import LoadReport
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +89,16 @@ class DetpreCheckpointer(AtomicCheckpointer):
     """detpre's checkpointer: atomic saves and safe resume, plus stem inflation at load.
 
     ``MODEL.WEIGHTS`` pointing at ImageNet (``.pkl``) or COCO (``.pkl``/``.pth``) weights
-    "just works" for a 4/6-channel (or 1-channel) stem: see the module docstring.
+    "just works" for a 4/6-channel (or 1-channel) stem: see the module docstring. After each
+    load, :attr:`load_report` says which of the model's tensors the file did not provide
+    (None when nothing was loaded), for the checks of ``--eval-only``.
     """
+
+    load_report: Optional[LoadReport] = None
+
+    def load(self, path: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
+        self.load_report = None
+        return super().load(path, *args, **kwargs)
 
     def _load_model(self, checkpoint: Dict[str, Any]):
         model_state = self.model.state_dict()
@@ -110,4 +119,15 @@ class DetpreCheckpointer(AtomicCheckpointer):
             )
             checkpoint["matching_heuristics"] = False
         inflate_state_dict(checkpoint["model"], model_state)
-        return super()._load_model(checkpoint)
+        incompatible = super()._load_model(checkpoint)
+        self.load_report = LoadReport(
+            missing=list(incompatible.missing_keys),
+            unexpected=list(incompatible.unexpected_keys),
+            wrong_shape=[key for key, *_ in incompatible.incorrect_shapes],
+        )
+        unloaded = len(self.load_report.unloaded())
+        logger.info(
+            "Loaded %d of the model's %d tensors; %d left at their initialization, %d in the file unused.",
+            len(model_state) - unloaded, len(model_state), unloaded, len(self.load_report.unexpected),
+        )
+        return incompatible

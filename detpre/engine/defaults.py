@@ -1,32 +1,51 @@
-"""The detpre launcher's building blocks: argument parser and config set-up.
+"""The detpre launcher's building blocks: argument parser, config set-up and logging.
 
 ``tools/train_net.py`` is Detectron2's launcher plus what long initialisation studies need:
-named schedules (``--schedule 6x``), dataset subsets by name, and ``--dry-run`` to see the
-fully resolved config before a multi-day run is queued.
+named schedules (``--schedule 6x``), dataset subsets by name, ``--dry-run`` to see the fully
+resolved config before a multi-day run is queued, and every detpre message in
+``OUTPUT_DIR/log.txt``.
 """
 import argparse
 import logging
+import os
 from typing import Optional
 
 import torch
-import yaml
-from detectron2.config import CfgNode, get_cfg
-from detectron2.engine import default_argument_parser
+from detectron2.config import CfgNode
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
-from ..config import add_detpre_config
-from ..data.datasets.subsets import ensure_subset_registered
-from ..solver import apply_schedule
+from ..config import ConfigError, ResolvedConfig, resolve_cfg
+from ..utils.cli import LOGGER_NAMES, remove_tool_logging
+from ..utils.file_io import WriteError
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["detpre_argument_parser", "detpre_setup", "resolve_args", "setup_cfg", "check_device"]
 
-class ConfigError(ValueError):
-    """A config that cannot describe a run; the message names the file, key or value."""
+class _IntermixedParser(argparse.ArgumentParser):
+    """Flags may follow the ``KEY VALUE`` overrides (``... SOLVER.IMS_PER_BATCH 64 --dry-run``)."""
+
+    def parse_args(self, args=None, namespace=None):
+        return self.parse_intermixed_args(args, namespace)
 
 
 def detpre_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentParser:
-    """Detectron2's ``default_argument_parser`` plus ``--schedule`` and ``--dry-run``."""
-    parser = default_argument_parser(epilog)
+    """Detectron2's ``default_argument_parser`` plus ``--schedule`` and ``--dry-run``.
+
+    Detectron2 collects everything after the first override as overrides, so a flag written
+    after them (as detpre's README does) would be swallowed as a key; here flags are
+    recognised anywhere and the rest are the ``KEY VALUE`` pairs.
+    """
+    base = default_argument_parser(epilog)
+    parser = _IntermixedParser(
+        parents=[base], add_help=False, epilog=base.epilog, formatter_class=base.formatter_class
+    )
+    for action in parser._actions:  # argparse offers no public way to change a parent's action
+        if action.dest == "opts":
+            action.nargs = argparse.ZERO_OR_MORE
+            action.help = "KEY VALUE config overrides, applied last (after the file and the schedule)"
     parser.add_argument(
         "--schedule",
         default="",
@@ -37,78 +56,53 @@ def detpre_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPar
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the fully resolved config as YAML and exit without building data or model",
+        help="print the fully resolved config as YAML (where the solver values came from in "
+        "comments on top) and exit without building data or model",
     )
     return parser
 
 
+def resolve_args(args: argparse.Namespace) -> ResolvedConfig:
+    """The resolved (still mutable) config of the launcher's arguments, with its provenance."""
+    return resolve_cfg(args.config_file, args.opts or [], getattr(args, "schedule", ""))
+
+
 def setup_cfg(args: argparse.Namespace) -> CfgNode:
-    """Build the frozen config of a run: file, then KEY VALUE overrides, then the schedule.
+    """The frozen config of a run: defaults < file < schedule < KEY VALUE (detpre.config)."""
+    resolved = resolve_args(args)
+    resolved.log()
+    resolved.cfg.freeze()
+    return resolved.cfg
 
-    The schedule is applied last so that ``SOLVER.IMS_PER_BATCH`` given on the command line
-    is the one it scales for; dataset subset names are registered here so that every rank
-    resolves them the same way before any data is loaded.
-    """
-    cfg = get_cfg()
-    add_detpre_config(cfg)
-    # yacs reports an unknown key or a wrong type as a bare AssertionError/KeyError, and a
-    # YAML syntax error or a missing _BASE_ file in its own terms; say which file.
+
+def setup_detpre_logging(output_dir: str) -> None:
+    """Send detpre's and kaisteval's loggers where Detectron2 sends its own: the console (main
+    process) and ``output_dir/log.txt`` (``log.txt.rankN`` for other processes)."""
+    remove_tool_logging()
+    for name in LOGGER_NAMES:
+        setup_logger(output_dir or None, distributed_rank=comm.get_rank(), name=name)
+
+
+def detpre_setup(resolved: ResolvedConfig, args: argparse.Namespace) -> None:
+    """Detectron2's ``default_setup`` (logger, environment, config.yaml), detpre's loggers, and
+    the config's provenance logged where the run's log is."""
+    cfg = resolved.cfg
+    output_dir = cfg.OUTPUT_DIR
     try:
-        if args.config_file:
-            cfg.merge_from_file(args.config_file)
-    except (AssertionError, KeyError, ValueError, TypeError, OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"Invalid config file {args.config_file}: {type(e).__name__}: {e}") from e
-    try:
-        cfg.merge_from_list(args.opts or [])
-    except (AssertionError, KeyError, ValueError, TypeError) as e:
-        raise ConfigError(f"Invalid command-line override {args.opts}: {e}") from e
-    apply_schedule(cfg, getattr(args, "schedule", ""))
-    check_input_channels(cfg)
-    for key in ("TRAIN", "TEST"):
-        names = cfg.DATASETS[key]
-        if not all(isinstance(name, str) and name for name in names):
-            raise ConfigError(f"DATASETS.{key} must list dataset names, got {names!r}.")
-        for name in names:
-            ensure_subset_registered(name)
-    cfg.freeze()
-    return cfg
-
-
-# Channels of Detectron2's own image formats; multispectral formats (KAIST) are checked by
-# their mapper, which knows its modalities.
-_FORMAT_CHANNELS = {"BGR": 3, "RGB": 3, "YUV-BT.601": 3, "L": 1}
-
-
-def check_input_channels(cfg: CfgNode) -> None:
-    """PIXEL_MEAN, PIXEL_STD and INPUT.FORMAT must agree on the number of input channels.
-
-    Detectron2 would only fail at the first forward pass, deep in a broadcast, after the
-    data was loaded; the backbone's stem is sized from ``len(PIXEL_MEAN)``.
-    """
-    mean, std = cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD
-    if len(mean) != len(std):
-        raise ConfigError(
-            f"MODEL.PIXEL_MEAN has {len(mean)} values ({list(mean)}) but MODEL.PIXEL_STD has "
-            f"{len(std)} ({list(std)}): give one per input channel."
-        )
-    expected = _FORMAT_CHANNELS.get(cfg.INPUT.FORMAT)
-    if expected is None and not cfg.INPUT.DATASET_MAPPER_NAME:
-        raise ConfigError(
-            f"INPUT.FORMAT {cfg.INPUT.FORMAT!r} is not one of Detectron2's image formats "
-            f"({', '.join(_FORMAT_CHANNELS)}); multispectral formats such as 'BGRT' need "
-            "INPUT.DATASET_MAPPER_NAME 'MultispectralDatasetMapper'."
-        )
-    if expected is not None and len(mean) != expected:
-        raise ConfigError(
-            f"INPUT.FORMAT {cfg.INPUT.FORMAT!r} has {expected} channels but MODEL.PIXEL_MEAN has "
-            f"{len(mean)} values ({list(mean)})."
-        )
+        default_setup(cfg, args)
+    except OSError as e:
+        path = getattr(e, "filename", None) or os.path.join(output_dir, "config.yaml")
+        raise WriteError(path, e) from e
+    setup_detpre_logging(output_dir)
+    resolved.log()
+    if output_dir and comm.is_main_process():
+        logger.info("Full log: %s", os.path.abspath(os.path.join(output_dir, "log.txt")))
 
 
 def check_device(cfg: CfgNode) -> None:
     """Fail early, with the fix, where Detectron2 would fail deep inside model building."""
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(
+        raise ConfigError(
             f"MODEL.DEVICE is {cfg.MODEL.DEVICE!r} but no CUDA device is available; "
             "add `MODEL.DEVICE cpu` to the command line to run on the CPU."
         )

@@ -1,17 +1,21 @@
 """Training hooks that make long runs reproducible and stoppable."""
 import logging
+import os
 import random
 import signal
 import threading
+import time
 from typing import Dict, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from detectron2.engine import HookBase
+from detectron2.engine import HookBase, PeriodicWriter
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter
 
 from ..data.build import derive_seed
+from ..utils.file_io import WriteError
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +58,18 @@ class CheckpointOnSignal(HookBase):
         self.checkpointer = checkpointer
         self._signal: Optional[int] = None
         self._previous = {}
+        self._pid = os.getpid()
 
     def _handle(self, signum, frame):
+        # DataLoader workers are forked with this handler installed, and Ctrl-C reaches the
+        # whole process group: only the training process reacts (and logs it once).
+        if os.getpid() != self._pid:
+            return
         logger.warning("Received %s: saving a checkpoint after this step.", signal.Signals(signum).name)
         self._signal = signum
 
     def before_train(self):
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGTERM, signal.SIGINT):
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -86,3 +96,49 @@ class CheckpointOnSignal(HookBase):
         self.checkpointer.save(f"model_{iteration:07d}", iteration=iteration)
         logger.warning("Stopped at iteration %d; resume with --resume.", iteration)
         raise SystemExit(128 + signum)
+
+
+class TimedPeriodicWriter(PeriodicWriter):
+    """Detectron2's ``PeriodicWriter`` that also writes after the first step and whenever
+    ``seconds`` have passed since its last write (``LOG_PERIOD``, ``LOG_SECONDS``).
+
+    At several seconds an iteration (a KAIST detector on a CPU), 20 iterations are minutes
+    of silence. A writer that fails (a full disk under ``metrics.json``) is a ``WriteError``
+    naming the run's folder. The console line of an iteration is printed once: the final
+    write of a run stopped right after a written step skips the printer (Detectron2's
+    estimates its ETA from the iterations between two writes, of which there are none).
+    """
+
+    def __init__(self, writers, period: int = 20, seconds: float = 0.0, output_dir: str = ""):
+        super().__init__(writers, period=period)
+        self._seconds = seconds
+        self._output_dir = output_dir
+        self._last = 0.0
+        self._last_iter = -1
+
+    def before_train(self):
+        self._last = time.perf_counter()
+
+    def _write(self) -> None:
+        iteration = self.trainer.storage.iter
+        for writer in self._writers:
+            if isinstance(writer, CommonMetricPrinter) and iteration == self._last_iter:
+                continue
+            try:
+                writer.write()
+            except OSError as e:
+                where = getattr(e, "filename", None) or f"{self._output_dir or '.'} ({type(writer).__name__})"
+                raise WriteError(where, e) from e
+        self._last = time.perf_counter()
+        self._last_iter = iteration
+
+    def after_step(self):
+        it = self.trainer.iter
+        due = (it + 1) % self._period == 0 or it == self.trainer.max_iter - 1 or it == self.trainer.start_iter
+        if due or (self._seconds > 0 and time.perf_counter() - self._last >= self._seconds):
+            self._write()
+
+    def after_train(self):
+        self._write()
+        for writer in self._writers:
+            writer.close()

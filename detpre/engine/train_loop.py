@@ -14,7 +14,7 @@ import torch
 from detectron2.config import CfgNode
 from detectron2.engine import AMPTrainer, SimpleTrainer
 
-from .defaults import ConfigError
+from ..config import ConfigError
 
 logger = logging.getLogger(__name__)
 

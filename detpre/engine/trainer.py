@@ -22,7 +22,7 @@ from typing import Optional
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
+from detectron2.engine import DefaultTrainer, PeriodicWriter, TrainerBase, create_ddp_model
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -33,7 +33,9 @@ from ..data.dataset_mappers import MAPPER_REGISTRY
 from ..evaluation.iou_sweep import COCOIoUSweepEvaluator, PascalVOCIoUSweepEvaluator
 from ..modeling.execution import apply_execution_options
 from ..modeling.norm import resolve_sync_norm
-from .hooks import CheckpointOnSignal, StepSeed
+from ..utils.cli import WRITE_ERRNOS
+from ..utils.file_io import WriteError
+from .hooks import CheckpointOnSignal, StepSeed, TimedPeriodicWriter
 from .train_loop import build_step_trainer
 
 logger = logging.getLogger(__name__)
@@ -67,7 +69,12 @@ class DetpreTrainer(DefaultTrainer):
     def build_hooks(self):
         data_loader = self._trainer.data_loader
         seed = data_loader.plan.seed if isinstance(data_loader, ResumableTrainLoader) else max(self.cfg.SEED, 0)
-        hooks = super().build_hooks()
+        hooks = [
+            TimedPeriodicWriter(
+                hook._writers, self.cfg.LOG_PERIOD, self.cfg.LOG_SECONDS, self.cfg.OUTPUT_DIR
+            ) if type(hook) is PeriodicWriter else hook
+            for hook in super().build_hooks()
+        ]
         # Seeding comes first (before any other hook's before_step); the signal hook last,
         # so that a step's periodic checkpoint and metrics are written before it stops.
         return [StepSeed(seed)] + hooks + [CheckpointOnSignal(self.checkpointer)]
@@ -116,6 +123,21 @@ class DetpreTrainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
         return build_detection_test_loader(cfg, dataset_name, mapper=cls.build_mapper(cfg, False))
+
+    @classmethod
+    def test(cls, cfg: CfgNode, model, evaluators=None):
+        """Detectron2's evaluation; a result file that cannot be written (a full disk under
+        ``inference/``) is a ``WriteError`` naming where, not a traceback from the writer."""
+        try:
+            return super().test(cfg, model, evaluators)
+        except OSError as e:
+            if isinstance(e, WriteError) or e.errno not in WRITE_ERRNOS:
+                raise
+            raise WriteError(e.filename or f"{cfg.OUTPUT_DIR}/inference", e) from e
+        except RuntimeError as e:  # torch.save of instances_predictions.pth on a full disk
+            if "unexpected pos" not in str(e) and "file write failed" not in str(e):
+                raise
+            raise WriteError(f"{cfg.OUTPUT_DIR}/inference", e) from e
 
     @classmethod
     def build_evaluator(

@@ -181,6 +181,11 @@ class COCOIoUSweepEvaluator(COCOEvaluator):
         if to_dataset_id:
             for r in coco_results:
                 r["category_id"] = to_dataset_id[r["category_id"]]
+        if not coco_results:
+            self._logger.warning(
+                "IoU sweep of %s: the model made no detection on any of its %d images: AP is 0 at every IoU.",
+                self._metadata.name, len(predictions),
+            )
         sweep = coco_iou_sweep(self._coco_api, coco_results, img_ids=img_ids, use_fast_impl=self._use_fast_impl)
         results = sweep.to_dict()
         if self._output_dir:

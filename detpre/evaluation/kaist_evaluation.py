@@ -28,8 +28,8 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
-from detectron2.utils.file_io import PathManager
 
+from ..utils.file_io import atomic_write
 from .gather import gather_predictions
 
 if TYPE_CHECKING:  # kaisteval is imported where used: see ground_truth_from_dicts
@@ -147,8 +147,6 @@ class KAISTEvaluator(DatasetEvaluator):
         unknown = [p[0] for p in predictions if p[0] not in position]
         if unknown:
             raise KeyError(f"KAISTEvaluator: image_id {unknown[0]!r} is not in dataset {self._dataset_name!r}.")
-        if not predictions:
-            logger.warning("KAISTEvaluator: no predictions for %s; every miss rate is 100%%.", self._dataset_name)
         detections = Detections(
             frame=np.concatenate(
                 [np.full(len(s), position[i], dtype=np.int64) for i, _, s in predictions] + [np.zeros(0, np.int64)]
@@ -156,14 +154,18 @@ class KAISTEvaluator(DatasetEvaluator):
             boxes=np.concatenate([b for _, b, _ in predictions] + [np.zeros((0, 4))]),
             scores=np.concatenate([s for _, _, s in predictions] + [np.zeros(0)]),
         )
+        if len(detections) == 0:
+            logger.warning(
+                "KAISTEvaluator: the model made no detection on any of the %d frames of %s: every miss rate "
+                "is 100%%.", len(frames), self._dataset_name,
+            )
         text = format_detections(detections)
         results = evaluate(gt, frames, parse_detections(text, DETECTIONS_FILE, len(frames), "txt"))
 
         if self._output_dir:
-            PathManager.mkdirs(self._output_dir)
-            with PathManager.open(os.path.join(self._output_dir, DETECTIONS_FILE), "w") as f:
+            with atomic_write(os.path.join(self._output_dir, DETECTIONS_FILE)) as f:
                 f.write(text)
-            with PathManager.open(os.path.join(self._output_dir, RESULTS_FILE), "w") as f:
+            with atomic_write(os.path.join(self._output_dir, RESULTS_FILE)) as f:
                 json.dump({name: r.to_dict() for name, r in results.items()}, f, indent=2)
         summary = OrderedDict((key, 100.0 * results[name].mr) for name, key in RESULT_KEYS.items() if name in results)
         logger.info(

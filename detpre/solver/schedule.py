@@ -8,14 +8,11 @@ BASE_LR 0.08); here the rule is applied once, from values stated at the referenc
 so that the result is the same however often it is applied (the saved, resolved config can
 be reloaded and resolved again).
 """
-import logging
 import re
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Any, Collection, Dict, Optional, Tuple
 
 from detectron2.config import CfgNode
-
-logger = logging.getLogger(__name__)
 
 _SCHEDULE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*x\s*$", re.IGNORECASE)
 
@@ -34,6 +31,17 @@ def parse_schedule(name: str) -> float:
     return k
 
 
+#: The config key each resolved value is written to.
+SCHEDULE_KEYS = {
+    "max_iter": "SOLVER.MAX_ITER",
+    "steps": "SOLVER.STEPS",
+    "base_lr": "SOLVER.BASE_LR",
+    "warmup_iters": "SOLVER.WARMUP_ITERS",
+    "checkpoint_period": "SOLVER.CHECKPOINT_PERIOD",
+    "eval_period": "TEST.EVAL_PERIOD",
+}
+
+
 @dataclass(frozen=True)
 class Schedule:
     """A resolved schedule: what Detectron2's solver keys must hold."""
@@ -44,6 +52,10 @@ class Schedule:
     warmup_iters: int
     checkpoint_period: int
     eval_period: int
+
+    def values(self) -> Dict[str, Any]:
+        """``{config key: value}`` for every key the schedule sets."""
+        return {key: getattr(self, field) for field, key in SCHEDULE_KEYS.items()}
 
 
 def _scaled(iters: float, scale: float) -> int:
@@ -83,6 +95,12 @@ def resolve_schedule(cfg: CfgNode, name: str) -> Schedule:
         ref_steps = [ref_iters * (sched.ITERS_PER_X - o) / sched.ITERS_PER_X for o in offsets]
     max_iter = _scaled(ref_iters, scale)
     steps = tuple(sorted({min(max(1, _scaled(s, scale)), max_iter - 1) for s in ref_steps}))
+    if len(steps) != len(offsets) or steps[0] < 1:
+        raise ValueError(
+            f"Schedule {name!r} at SOLVER.IMS_PER_BATCH {ims} is {max_iter} iterations, too short to "
+            f"hold its {len(offsets)} LR drops (SOLVER.SCHEDULE.STEPS_FROM_END "
+            f"{tuple(sched.STEPS_FROM_END)} of ITERS_PER_X {sched.ITERS_PER_X}): use a longer schedule."
+        )
     # Periods are constant in images seen, but never longer than the run itself.
     return Schedule(
         max_iter=max_iter,
@@ -94,25 +112,20 @@ def resolve_schedule(cfg: CfgNode, name: str) -> Schedule:
     )
 
 
-def apply_schedule(cfg: CfgNode, name: str = "") -> CfgNode:
+def apply_schedule(cfg: CfgNode, name: str = "", keep: Collection[str] = ()) -> Optional[Schedule]:
     """Write the schedule ``name`` (or ``SOLVER.SCHEDULE.NAME``) into ``cfg``'s solver keys.
 
-    ``cfg`` must be mutable; it is returned for chaining. With no schedule name, ``cfg`` is
-    left as written.
+    ``cfg`` must be mutable. Keys listed in ``keep`` (full names, e.g. ``SOLVER.MAX_ITER``:
+    values the user set on the command line) are left as they are. Returns the resolved
+    schedule, or None (``cfg`` left as written) when no schedule is named.
     """
-    name = name or cfg.SOLVER.SCHEDULE.NAME
+    name = str(name or cfg.SOLVER.SCHEDULE.NAME).strip()
     if not name:
-        return cfg
-    s = resolve_schedule(cfg, name)
-    cfg.SOLVER.SCHEDULE.NAME = str(name).strip()
-    cfg.SOLVER.MAX_ITER = s.max_iter
-    cfg.SOLVER.STEPS = s.steps
-    cfg.SOLVER.BASE_LR = s.base_lr
-    cfg.SOLVER.WARMUP_ITERS = s.warmup_iters
-    cfg.SOLVER.CHECKPOINT_PERIOD = s.checkpoint_period
-    cfg.TEST.EVAL_PERIOD = s.eval_period
-    logger.info(
-        "Schedule %s at %d images/batch: MAX_ITER %d, STEPS %s, BASE_LR %g, WARMUP_ITERS %d",
-        name, cfg.SOLVER.IMS_PER_BATCH, s.max_iter, s.steps, s.base_lr, s.warmup_iters,
-    )
-    return cfg
+        return None
+    schedule = resolve_schedule(cfg, name)
+    cfg.SOLVER.SCHEDULE.NAME = name
+    for key, value in schedule.values().items():
+        if key not in keep:
+            node, leaf = key.split(".")
+            cfg[node][leaf] = value
+    return schedule

@@ -20,7 +20,6 @@ import logging
 import random
 from typing import Any, Callable, Dict, List, Tuple
 
-import cv2
 import numpy as np
 import torch
 from detectron2.config import CfgNode, configurable
@@ -30,8 +29,8 @@ from detectron2.structures import Boxes, BoxMode, Instances
 from PIL import Image, ImageFilter
 from torchvision import transforms as tvt
 
+from ..multispectral import LWIR, VISIBLE, MultispectralFormat, apply_geometry, read_frames, stack_channels
 from . import MAPPER_REGISTRY
-from .multispectral_mapper import MultispectralFormat, read_frame
 
 logger = logging.getLogger(__name__)
 
@@ -135,49 +134,18 @@ class TwoViewDatasetMapper:
             "min_visible_fraction": cfg.INPUT.TWO_VIEW.MIN_VISIBLE_FRACTION,
         }
 
-    def _load(self, dataset_dict: Dict[str, Any]) -> Dict[str, np.ndarray]:
-        """``visible`` (H x W x 3 BGR) and/or ``lwir`` (H x W), as the format needs."""
-        frames = {}
-        if self.format.visible:
-            frames["visible"] = read_frame(dataset_dict["file_name"], cv2.IMREAD_COLOR)
-        if self.format.thermal_channels:
-            if "lwir_file_name" not in dataset_dict:
-                raise KeyError(
-                    f"INPUT.FORMAT has thermal channels but image {dataset_dict.get('file_name')} has no "
-                    "'lwir_file_name' (a multispectral dataset such as KAIST's is needed)."
-                )
-            frames["lwir"] = read_frame(dataset_dict["lwir_file_name"], cv2.IMREAD_GRAYSCALE)
-        shapes = {name: frame.shape[:2] for name, frame in frames.items()}
-        if len(set(shapes.values())) > 1:
-            raise ValueError(f"Frames of {dataset_dict['file_name']} differ in size: {shapes}.")
-        utils.check_image_size(dataset_dict, next(iter(frames.values())))
-        return frames
-
     def _photometric(self, frames: Dict[str, np.ndarray]) -> None:
-        if "visible" in frames and self.visible_photometric is not None:
-            rgb = Image.fromarray(np.ascontiguousarray(frames["visible"][:, :, ::-1]), "RGB")
-            frames["visible"] = np.asarray(self.visible_photometric(rgb))[:, :, ::-1]
-        if "lwir" in frames and self.thermal_photometric is not None:
-            thermal = Image.fromarray(np.ascontiguousarray(frames["lwir"]), "L")
-            frames["lwir"] = np.asarray(self.thermal_photometric(thermal))
-
-    def _to_chw(self, frames: Dict[str, np.ndarray]) -> torch.Tensor:
-        planes = []
-        if "visible" in frames:
-            visible = frames["visible"].transpose(2, 0, 1)
-            planes.append(visible[::-1] if self.format.visible == "RGB" else visible)
-        if "lwir" in frames:
-            planes.append(np.repeat(frames["lwir"][None], self.format.thermal_channels, axis=0))
-        return torch.from_numpy(np.ascontiguousarray(np.concatenate(planes, axis=0)))
+        if VISIBLE in frames and self.visible_photometric is not None:
+            rgb = Image.fromarray(np.ascontiguousarray(frames[VISIBLE][:, :, ::-1]), "RGB")
+            frames[VISIBLE] = np.asarray(self.visible_photometric(rgb))[:, :, ::-1]
+        if LWIR in frames and self.thermal_photometric is not None:
+            thermal = Image.fromarray(np.ascontiguousarray(frames[LWIR]), "L")
+            frames[LWIR] = np.asarray(self.thermal_photometric(thermal))
 
     def _view(self, frames: Dict[str, np.ndarray], boxes: np.ndarray) -> Dict[str, Any]:
-        first, *others = frames
-        aug_input = T.AugInput(frames[first])
-        transforms = self.augmentations(aug_input)
-        view = {first: aug_input.image}
-        view.update({name: transforms.apply_image(frames[name]) for name in others})
+        view, transforms = apply_geometry(frames, self.augmentations)
         self._photometric(view)
-        image = self._to_chw(view)
+        image = torch.from_numpy(stack_channels(view, self.format))
         height, width = image.shape[1:]
 
         moved = transforms.apply_box(boxes) if len(boxes) else boxes.reshape(0, 4)
@@ -203,7 +171,7 @@ class TwoViewDatasetMapper:
                 "needs MODEL.LOAD_PROPOSALS: True and DATASETS.PROPOSAL_FILES_TRAIN (written by "
                 "tools/precompute_proposals.py)."
             )
-        frames = self._load(dataset_dict)
+        frames = read_frames(dataset_dict, self.format.modalities)
         boxes = BoxMode.convert(
             np.asarray(dataset_dict["proposal_boxes"], dtype=np.float32).reshape(-1, 4),
             dataset_dict.get("proposal_bbox_mode", BoxMode.XYXY_ABS),

@@ -29,7 +29,7 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from torch import nn
 
 from ...checkpoint import DetpreCheckpointer
-from ...data.dataset_mappers.multispectral_mapper import MultispectralFormat
+from ...data.multispectral import MultispectralFormat
 from ..norm import resolve_sync_norm
 from .scratch_resnet_fpn import zero_init_last_norms
 

@@ -23,6 +23,10 @@ __all__ = ["ConversionReport", "box_domain_to_detector"]
 ONLINE_PREFIX = "online."
 
 
+#: Why a tensor is re-initialised when pre-training was never meant to train it.
+UNTRAINED = "not trained by box-domain pre-training"
+
+
 @dataclass
 class ConversionReport:
     """Which keys were kept, dropped (pre-training only) and re-initialised (and why)."""
@@ -30,6 +34,13 @@ class ConversionReport:
     kept: List[str] = field(default_factory=list)
     dropped: List[str] = field(default_factory=list)
     reinitialized: Dict[str, str] = field(default_factory=dict)  # key -> reason
+
+    @property
+    def mismatched(self) -> Dict[str, str]:
+        """Re-initialised tensors pre-training did train, or should have had: a shape that
+        differs, or a tensor the pre-trained detector lacks. Many of them mean the pre-training
+        and fine-tuning configs describe different models."""
+        return {k: why for k, why in self.reinitialized.items() if why != UNTRAINED}
 
     def summary(self) -> str:
         lines = [
@@ -64,7 +75,7 @@ def box_domain_to_detector(
             continue
         name = key[len(ONLINE_PREFIX) :]
         if is_untrained(name):
-            report.reinitialized[name] = "not trained by box-domain pre-training"
+            report.reinitialized[name] = UNTRAINED
         elif target is not None and name not in target:
             report.dropped.append(key)
         elif target is not None and tuple(target[name].shape) != tuple(value.shape):
@@ -77,5 +88,5 @@ def box_domain_to_detector(
     if target is not None:
         for name in target:
             if name not in weights and name not in report.reinitialized:
-                report.reinitialized[name] = "absent from the pre-trained detector"
+                report.reinitialized[name] = UNTRAINED if is_untrained(name) else "absent from the pre-trained detector"
     return weights, report

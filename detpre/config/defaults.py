@@ -2,23 +2,42 @@
 
 Keys live where a Detectron2 user would look for them (``SOLVER.SCHEDULE`` next to the
 solver, ``MODEL.RESNETS`` next to the backbone) so that configs read like Detectron2's own.
+One ``add_*_config`` per feature, as Detectron2's projects do; :func:`add_detpre_config`
+adds them all.
 """
 from detectron2.config import CfgNode as CN
 
 
 def add_detpre_config(cfg: CN) -> None:
-    """Add detpre's keys, with their defaults, to ``cfg`` in place."""
-    _C = cfg
+    """Add every detpre key, with its default, to ``cfg`` in place."""
+    for add in (
+        add_schedule_config,
+        add_scratch_config,
+        add_data_config,
+        add_kaist_config,
+        add_box_domain_config,
+        add_speed_config,
+        add_evaluation_config,
+        add_logging_config,
+    ):
+        add(cfg)
 
-    # ---------------------------------------------------------------- schedules
+
+def add_schedule_config(cfg: CN) -> None:
+    """``SOLVER.SCHEDULE``: the "kx" schedules (:mod:`detpre.solver.schedule`)."""
+    _C = cfg
     # "kx" schedules of *Rethinking ImageNet Pre-training*: 1x is ITERS_PER_X iterations at
     # REFERENCE_IMS_PER_BATCH images; the LR drops by SOLVER.GAMMA at the last
     # STEPS_FROM_END[0] and STEPS_FROM_END[1] iterations. For another SOLVER.IMS_PER_BATCH,
     # iterations scale by REFERENCE_IMS_PER_BATCH / IMS_PER_BATCH and the LR by the inverse.
     # The values below are all *at the reference batch*, so resolving is idempotent: the
     # resolved config can be saved, reloaded and resolved again without drifting.
+    # A named schedule writes SOLVER.{MAX_ITER,STEPS,BASE_LR,WARMUP_ITERS,CHECKPOINT_PERIOD}
+    # and TEST.EVAL_PERIOD over what the config files say, and under what the command line
+    # says (detpre.config.loader): a config file that names a schedule and sets one of these
+    # keys to another value than the schedule's is an error.
     _C.SOLVER.SCHEDULE = CN()
-    # "" leaves SOLVER.* as written; otherwise "1x", "6x", "0.5x", "2.5x", ...
+    # "" leaves SOLVER.* as written; otherwise "1x", "6x", "0.5x", "2.5x", ... (--schedule)
     _C.SOLVER.SCHEDULE.NAME = ""
     # Length of a 1x schedule, in iterations at the reference batch (the paper's 90k).
     _C.SOLVER.SCHEDULE.ITERS_PER_X = 90000
@@ -35,7 +54,10 @@ def add_detpre_config(cfg: CN) -> None:
     # 0 disables periodic evaluation (only the final one runs).
     _C.SOLVER.SCHEDULE.EVAL_PERIOD = 0
 
-    # ------------------------------------------------------- from-scratch backbone
+
+def add_scratch_config(cfg: CN) -> None:
+    """Training from scratch: the backbone's init and the switch to Cascade R-CNN."""
+    _C = cfg
     # Zero-init the gamma of the last norm layer of every residual block, so each block
     # starts as the identity (Goyal et al.); helps the first iterations from scratch.
     _C.MODEL.RESNETS.ZERO_INIT_LAST_NORM = False
@@ -46,7 +68,10 @@ def add_detpre_config(cfg: CN) -> None:
     # *Rethinking ImageNet Pre-training*'s switch to Cascade R-CNN late in a schedule.
     _C.MODEL.ROI_BOX_CASCADE_HEAD.SEED_FROM_SINGLE_HEAD = True
 
-    # ------------------------------------------------------------------ data
+
+def add_data_config(cfg: CN) -> None:
+    """Which mapper builds training batches, and the resumable loader."""
+    _C = cfg
     # Which registered dataset mapper builds training batches (see
     # detpre.data.dataset_mappers.MAPPER_REGISTRY); "" is Detectron2's DatasetMapper.
     _C.INPUT.DATASET_MAPPER_NAME = ""
@@ -54,7 +79,10 @@ def add_detpre_config(cfg: CN) -> None:
     # iteration), so --resume continues the same data stream. Off: Detectron2's loader.
     _C.DATALOADER.RESUMABLE = True
 
-    # ------------------------------------------------- KAIST: visible + thermal input
+
+def add_kaist_config(cfg: CN) -> None:
+    """KAIST: visible + thermal input (``INPUT.KAIST``) and halfway fusion (``MODEL.FUSION``)."""
+    _C = cfg
     # Read by the "MultispectralDatasetMapper" (INPUT.DATASET_MAPPER_NAME), whose
     # INPUT.FORMAT names the channels: "BGRT"/"RGBT" (3 + 1), "BGRTTT"/"RGBTTT" (3 + 3, the
     # thermal frame repeated), "TTT"/"T" (thermal only); MODEL.PIXEL_MEAN/STD give one value
@@ -87,7 +115,10 @@ def add_detpre_config(cfg: CN) -> None:
     _C.MODEL.FUSION.VISIBLE_WEIGHTS = ""
     _C.MODEL.FUSION.THERMAL_WEIGHTS = ""
 
-    # ------------------------------------------- box-domain pre-training (AlignDet)
+
+def add_box_domain_config(cfg: CN) -> None:
+    """Box-domain pre-training (AlignDet): ``MODEL.BOX_DOMAIN`` and ``INPUT.TWO_VIEW``."""
+    _C = cfg
     # MODEL.META_ARCHITECTURE "BoxDomainPretrainer" wraps the detector named here as an
     # online detector plus a momentum (EMA) copy, trained on selective-search proposals
     # (tools/precompute_proposals.py; MODEL.LOAD_PROPOSALS + DATASETS.PROPOSAL_FILES_TRAIN)
@@ -127,7 +158,10 @@ def add_detpre_config(cfg: CN) -> None:
     # A proposal is dropped from a view when less than this fraction of it is inside.
     _C.INPUT.TWO_VIEW.MIN_VISIBLE_FRACTION = 0.5
 
-    # -------------------------------------------------------------- training speed
+
+def add_speed_config(cfg: CN) -> None:
+    """Switches that change how a step runs, not what it learns."""
+    _C = cfg
     # None of these changes the network or the data; benchmarks/train_step.py measures what
     # each buys (BENCHMARKS.md). Detectron2's own switches stay where they are:
     # SOLVER.AMP.ENABLED (detpre's Base configs turn it on) and CUDNN_BENCHMARK.
@@ -149,8 +183,27 @@ def add_detpre_config(cfg: CN) -> None:
     # torch.compile's backend for MODEL.BACKBONE.COMPILE.
     _C.MODEL.BACKBONE.COMPILE_BACKEND = "inductor"
 
-    # ------------------------------------------------------------ evaluation
+
+def add_evaluation_config(cfg: CN) -> None:
+    """What evaluation reports, and what it refuses to evaluate."""
+    _C = cfg
     # Besides COCO's AP / AP50 / AP75 (or VOC's), report box AP at every IoU threshold
     # 0.1, 0.2, ..., 0.9 and 0.50:0.95 (detpre.evaluation.iou_sweep): where pre-training
     # matters most, at high IoU (Li et al., 2019). For "coco" and "pascal_voc" datasets.
     _C.TEST.IOU_SWEEP = False
+    # --eval-only refuses MODEL.WEIGHTS that leave more than this fraction of the model's
+    # tensors (state-dict entries) at their initialization: missing from the checkpoint, or
+    # of another shape (another architecture's weights, a typo in MODEL.WEIGHTS). No weights at
+    # all leaves every tensor so. 1.0 evaluates whatever loaded, a random model included.
+    _C.TEST.MAX_UNLOADED_WEIGHTS = 0.0
+
+
+def add_logging_config(cfg: CN) -> None:
+    """How often training progress reaches the log."""
+    _C = cfg
+    # Losses, ETA and metrics are written (log, metrics.json, TensorBoard) every LOG_PERIOD
+    # iterations (Detectron2 hard-codes 20), and also whenever LOG_SECONDS have passed since
+    # the last write, so that a run of several seconds an iteration is never silent for long.
+    # 0 disables the time-based writes.
+    _C.LOG_PERIOD = 20
+    _C.LOG_SECONDS = 30.0
