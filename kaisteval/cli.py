@@ -26,7 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kaist_eval.py",
         description="KAIST log-average miss rate (MR^-2 over FPPI 10^-2..10^0) with the protocol of "
         "the KAIST MATLAB toolbox (kaist_eval_full.m + bbGt.m): Reasonable all/day/night, "
-        "scale and occlusion settings.",
+        "scale and occlusion settings, one 'MR_<setting>: percent' line each.",
+        epilog="Detections of one frame are matched in descending score order; between equal scores "
+        "the file's line order decides, as in the MATLAB toolbox, so a file with such ties can give "
+        "another MR when its lines are shuffled (without ties it cannot). 'tied_pairs' counts the "
+        "pairs of detections of one frame with exactly the same score.",
     )
     p.add_argument(
         "--annotations",
@@ -54,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _report(results: Dict[str, SettingResult]) -> Dict[str, object]:
+def _report(results: Dict[str, SettingResult], tied_pairs: int) -> Dict[str, object]:
     out: Dict[str, object] = dict(summary(results))
+    out["tied_pairs"] = tied_pairs
     out["settings"] = {name: r.to_dict() for name, r in results.items()}
     return out
 
@@ -73,19 +78,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         frames = read_image_set(args.image_set)
         gt = load_ground_truth(args.annotations, frames)
-        results = [evaluate(gt, frames, read_detections(p, len(frames))) for p in args.detections]
+        detections = [read_detections(p, len(frames)) for p in args.detections]
+        results = [evaluate(gt, frames, d) for d in detections]
     except (OSError, ValueError, BBGTFormatError, DetectionFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    ties = [d.tied_pairs() for d in detections]
+    for path, n in zip(args.detections, ties):
+        if n:
+            print(
+                f"note: {path} has {n} pair(s) of equally scored detections in one frame; its MR can "
+                "depend on their line order, as in the MATLAB toolbox.",
+                file=sys.stderr,
+            )
     if args.json:
-        reports = [_report(r) for r in results]
+        reports = [_report(r, n) for r, n in zip(results, ties)]
         print(json.dumps(reports[0] if len(reports) == 1 else dict(zip(names, reports)), indent=2))
     else:
-        for name, res in zip(names, results):
+        for name, res, n in zip(names, results, ties):
             if len(results) > 1:
                 print(f"# {name}")
             for key, value in summary(res).items():
                 print(f"{key}: {_fmt(value)}")
+            print(f"tied_pairs: {n}")
     if args.plot:
         from .plot import plot_miss_rate_curves
 
