@@ -152,5 +152,6 @@ def add_detpre_config(cfg: CN) -> None:
     # ------------------------------------------------------------ evaluation
     # Besides COCO's AP / AP50 / AP75 (or VOC's), report box AP at every IoU threshold
     # 0.1, 0.2, ..., 0.9 and 0.50:0.95 (detpre.evaluation.iou_sweep): where pre-training
-    # matters most, at high IoU (Li et al., 2019). For "coco" and "pascal_voc" datasets.
+    # matters most, at high IoU (Li et al., 2019). For "coco" and "pascal_voc" datasets; the
+    # sweep evaluator runs beside Detectron2's, whose "bbox" results are unchanged.
     _C.TEST.IOU_SWEEP = False

@@ -130,8 +130,9 @@ class DetpreTrainer(DefaultTrainer):
             if cfg.TEST.IOU_SWEEP:
                 evaluators.append(COCOIoUSweepEvaluator(dataset_name, output_dir=output_folder))
         if evaluator_type == "pascal_voc":
-            voc = PascalVOCIoUSweepEvaluator if cfg.TEST.IOU_SWEEP else PascalVOCDetectionEvaluator
-            evaluators.append(voc(dataset_name))
+            evaluators.append(PascalVOCDetectionEvaluator(dataset_name))
+            if cfg.TEST.IOU_SWEEP:
+                evaluators.append(PascalVOCIoUSweepEvaluator(dataset_name))
         if evaluator_type == "kaist":
             from ..evaluation import KAISTEvaluator
 
