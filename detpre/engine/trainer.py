@@ -4,7 +4,8 @@ What it changes, and why:
 
 * the training loader is :class:`~detpre.data.build.ResumableTrainLoader`, and every RNG
   is seeded per step (:class:`~detpre.engine.hooks.StepSeed`), so ``--resume`` after a kill
-  continues the very same run: iteration, optimizer, LR schedule, data position, RNG;
+  continues the very same run: iteration, optimizer, LR schedule, data position, RNG; precise
+  BN (``TEST.PRECISE_BN``) replays that loader's batches (:class:`~detpre.engine.hooks.ResumablePreciseBN`);
 * checkpoints are atomic and a broken one is skipped at resume
   and 3-channel stems are inflated for multispectral inputs (:class:`~detpre.checkpoint.DetpreCheckpointer`);
   SIGTERM/Ctrl-C save one;
@@ -23,9 +24,11 @@ from typing import Optional
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
+from detectron2.engine.hooks import LRScheduler
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+from fvcore.nn.precise_bn import get_bn_modules
 
 from ..checkpoint import DetpreCheckpointer
 from ..data.build import ResumableTrainLoader, build_resumable_train_loader, train_dataset_dicts
@@ -33,7 +36,7 @@ from ..data.dataset_mappers import MAPPER_REGISTRY
 from ..evaluation.iou_sweep import COCOIoUSweepEvaluator, PascalVOCIoUSweepEvaluator
 from ..modeling.execution import apply_execution_options
 from ..modeling.norm import resolve_sync_norm
-from .hooks import CheckpointOnSignal, StepSeed
+from .hooks import CheckpointOnSignal, ResumablePreciseBN, StepSeed
 from .train_loop import build_step_trainer
 
 logger = logging.getLogger(__name__)
@@ -66,8 +69,26 @@ class DetpreTrainer(DefaultTrainer):
 
     def build_hooks(self):
         data_loader = self._trainer.data_loader
-        seed = data_loader.plan.seed if isinstance(data_loader, ResumableTrainLoader) else max(self.cfg.SEED, 0)
-        hooks = super().build_hooks()
+        resumable = isinstance(data_loader, ResumableTrainLoader)
+        seed = data_loader.plan.seed if resumable else max(self.cfg.SEED, 0)
+        cfg = self.cfg
+        replay_precise_bn = resumable and cfg.TEST.PRECISE_BN.ENABLED
+        if replay_precise_bn:
+            # DefaultTrainer's PreciseBN would read the dataset again into a second loader whose
+            # position a resume loses; ResumablePreciseBN replays this loader's batches instead.
+            self.cfg = cfg.clone()
+            self.cfg.defrost()
+            self.cfg.TEST.PRECISE_BN.ENABLED = False
+        try:
+            hooks = super().build_hooks()
+        finally:
+            self.cfg = cfg
+        if replay_precise_bn and get_bn_modules(self.model):
+            # Where Detectron2 puts its own: after the LR scheduler, before the checkpointer
+            # (which saves the statistics) and the evaluation (which uses them).
+            at = next(i for i, h in enumerate(hooks) if isinstance(h, LRScheduler)) + 1
+            precise_bn = ResumablePreciseBN(cfg.TEST.EVAL_PERIOD, self.model, data_loader, cfg.TEST.PRECISE_BN.NUM_ITER)
+            hooks.insert(at, precise_bn)
         # Seeding comes first (before any other hook's before_step); the signal hook last,
         # so that a step's periodic checkpoint and metrics are written before it stops.
         return [StepSeed(seed)] + hooks + [CheckpointOnSignal(self.checkpointer)]
