@@ -12,19 +12,23 @@ What it changes, and why:
 * a NaN/inf loss stops the run with the last good checkpoint named;
 * several processes on a machine without GPUs train with gloo (DDP without device ids),
   and SyncBN configs run anywhere (BN in one process, all-reduce BN on CPU processes);
-* mappers and evaluators are chosen by config / dataset metadata (KAIST, two views);
+* mappers and evaluators are chosen by config / dataset metadata (KAIST, two views), and
+  ``TEST.AUG.ENABLED`` adds Detectron2's test-time augmentation to every evaluation
+  (:meth:`DetpreTrainer.test_with_TTA`, results under "_TTA" names);
 * the step runs in bf16 or fp16 where the GPU has it, and the model in channels-last memory
   or with a compiled backbone, as the config asks (:mod:`detpre.engine.train_loop`,
   :mod:`detpre.modeling.execution`).
 """
 import logging
+import os
 import weakref
-from typing import Optional
+from collections import OrderedDict
+from typing import Any, Optional
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, TrainerBase, create_ddp_model
-from detectron2.engine.hooks import LRScheduler
+from detectron2.engine.hooks import EvalHook, LRScheduler
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -38,6 +42,7 @@ from ..modeling.execution import apply_execution_options
 from ..modeling.norm import resolve_sync_norm
 from .hooks import CheckpointOnSignal, ResumablePreciseBN, StepSeed
 from .train_loop import build_step_trainer
+from .tta import build_tta_model, check_tta_supported
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +88,13 @@ class DetpreTrainer(DefaultTrainer):
             hooks = super().build_hooks()
         finally:
             self.cfg = cfg
+        if cfg.TEST.AUG.ENABLED:
+            # Fail now, not at the first evaluation hours into the run.
+            check_tta_supported(cfg, self.model)
+            # Right after Detectron2's evaluation: before the writer, so that the "_TTA" metrics
+            # reach metrics.json at the same iteration.
+            at = next(i for i, h in enumerate(hooks) if isinstance(h, EvalHook)) + 1
+            hooks.insert(at, EvalHook(cfg.TEST.EVAL_PERIOD, self._test_with_tta_and_save_results))
         if replay_precise_bn and get_bn_modules(self.model):
             # Where Detectron2 puts its own: after the LR scheduler, before the checkpointer
             # (which saves the statistics) and the evaluation (which uses them).
@@ -92,6 +104,12 @@ class DetpreTrainer(DefaultTrainer):
         # Seeding comes first (before any other hook's before_step); the signal hook last,
         # so that a step's periodic checkpoint and metrics are written before it stops.
         return [StepSeed(seed)] + hooks + [CheckpointOnSignal(self.checkpointer)]
+
+    def _test_with_tta_and_save_results(self) -> "OrderedDict[str, Any]":
+        results = self.test_with_TTA(self.cfg, self.model)
+        # DefaultTrainer.train checks TEST.EXPECTED_RESULTS against these: "bbox_TTA" too.
+        self._last_eval_results = OrderedDict(getattr(self, "_last_eval_results", None) or {}, **results)
+        return results
 
     def resume_or_load(self, resume: bool = True) -> None:
         super().resume_or_load(resume=resume)
@@ -137,6 +155,19 @@ class DetpreTrainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg: CfgNode, dataset_name: str):
         return build_detection_test_loader(cfg, dataset_name, mapper=cls.build_mapper(cfg, False))
+
+    @classmethod
+    def test_with_TTA(cls, cfg: CfgNode, model) -> "OrderedDict[str, Any]":
+        """Evaluate ``model`` with test-time augmentation (``TEST.AUG``), as Detectron2's
+        ``tools/train_net.py`` does: each result key gets a "_TTA" suffix ("bbox_TTA"; with
+        several test datasets, "<dataset>_TTA"), files go to ``OUTPUT_DIR/inference_TTA/<dataset>``."""
+        logger.info("Running inference with test-time augmentation ...")
+        evaluators = [
+            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, build_tta_model(cfg, model), evaluators)
+        return OrderedDict((f"{key}_TTA", value) for key, value in results.items())
 
     @classmethod
     def build_evaluator(
