@@ -155,3 +155,6 @@ def add_detpre_config(cfg: CN) -> None:
     # matters most, at high IoU (Li et al., 2019). For "coco" and "pascal_voc" datasets; the
     # sweep evaluator runs beside Detectron2's, whose "bbox" results are unchanged.
     _C.TEST.IOU_SWEEP = False
+    # Detectron2's own TEST.AUG (test-time augmentation, results under "_TTA" names) and
+    # TEST.PRECISE_BN work in detpre's trainer and --eval-only as their names say; see
+    # detpre.engine.tta and detpre.engine.hooks.ResumablePreciseBN. No key of detpre's.
