@@ -69,11 +69,9 @@ class ResumablePreciseBN(PreciseBN):
     early in a run) from the training loader's plan: the same images and augmentations the
     model trained on, mapped in this process, with no second dataset in memory, the
     training stream's position untouched and every global RNG restored afterwards (the
-    mapper re-seeds them per batch, the model's forward passes draw from them).
+    mapper re-seeds them per batch, the model's forward passes draw from them). Its
+    ``data_loader`` is the trainer's :class:`~detpre.data.build.ResumableTrainLoader`.
     """
-
-    def __init__(self, period: int, model: torch.nn.Module, train_loader: ResumableTrainLoader, num_iter: int):
-        super().__init__(period, model, train_loader, num_iter)
 
     def update_stats(self) -> None:
         if self._disabled:

@@ -79,8 +79,8 @@ class DetpreTrainer(DefaultTrainer):
         cfg = self.cfg
         replay_precise_bn = resumable and cfg.TEST.PRECISE_BN.ENABLED
         if replay_precise_bn:
-            # DefaultTrainer's PreciseBN would read the dataset again into a second loader whose
-            # position a resume loses; ResumablePreciseBN replays this loader's batches instead.
+            # DefaultTrainer's PreciseBN would read the dataset again into a second loader, which a
+            # resume restarts; ResumablePreciseBN (inserted below) replays this loader's batches.
             self.cfg = cfg.clone()
             self.cfg.defrost()
             self.cfg.TEST.PRECISE_BN.ENABLED = False
@@ -108,7 +108,8 @@ class DetpreTrainer(DefaultTrainer):
     def _test_with_tta_and_save_results(self) -> "OrderedDict[str, Any]":
         results = self.test_with_TTA(self.cfg, self.model)
         # DefaultTrainer.train checks TEST.EXPECTED_RESULTS against these: "bbox_TTA" too.
-        self._last_eval_results = OrderedDict(getattr(self, "_last_eval_results", None) or {}, **results)
+        self._last_eval_results = OrderedDict(getattr(self, "_last_eval_results", None) or {})
+        self._last_eval_results.update(results)
         return results
 
     def resume_or_load(self, resume: bool = True) -> None:
