@@ -10,7 +10,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from .bbgt import BBGTFormatError
 from .detections import DEFAULT_BASES, DetectionFormatError, Detections, parse_detections, read_result_text
@@ -30,7 +30,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kaist_eval.py",
         description="KAIST log-average miss rate (MR^-2 over FPPI 10^-2..10^0) with the protocol of "
         "the KAIST MATLAB toolbox (kaist_eval_full.m + bbGt.m): Reasonable all/day/night, "
-        "scale and occlusion settings.",
+        "scale and occlusion settings, one 'MR_<setting>: percent' line each.",
+        epilog="Detections of one frame are matched in descending score order; between equal scores "
+        "the file's line order decides, as in the MATLAB toolbox, so a file with such ties can give "
+        "another MR when its lines are shuffled (without ties it cannot). 'tied_pairs' counts the "
+        "pairs of detections of one frame with exactly the same score.",
     )
     p.add_argument(
         "--annotations",
@@ -67,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _report(results: Dict[str, SettingResult]) -> Dict[str, object]:
+def _report(results: Dict[str, SettingResult], tied_pairs: int) -> Dict[str, object]:
     out: Dict[str, object] = dict(summary(results))
+    out["tied_pairs"] = tied_pairs
     out["settings"] = {name: r.to_dict() for name, r in results.items()}
     return out
 
@@ -81,9 +86,15 @@ def _mr_all(gt: GroundTruth, frames: List[Frame], detections: Detections) -> Opt
     return summary(evaluate(gt, frames, detections)).get("MR_all")
 
 
-def evaluate_file(
-    path: str, gt: GroundTruth, frames: List[Frame], bases: Dict[str, int]
-) -> Tuple[Dict[str, SettingResult], Optional[str]]:
+class FileResult(NamedTuple):
+    """One result file evaluated: its results, detections, and a warning about its numbering."""
+
+    results: Dict[str, SettingResult]
+    detections: Detections
+    warning: Optional[str]
+
+
+def evaluate_file(path: str, gt: GroundTruth, frames: List[Frame], bases: Dict[str, int]) -> FileResult:
     """The results of one file read with its format's base, and a warning when reading it
     with the other base (if its numbers allow it) gives a much lower MR_all."""
     text = read_result_text(path)
@@ -102,7 +113,7 @@ def evaluate_file(
             f"{path}: read with frames numbered from {base}, MR_all {used:.2f}; numbered from {1 - base} it "
             f"would be {other:.2f}: if its frames count from {1 - base}, pass --{fmt}-base {1 - base}"
         )
-    return results, warning
+    return FileResult(results, detections, warning)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -119,21 +130,29 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (OSError, ValueError, BBGTFormatError, DetectionFormatError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    results = [r for r, _ in evaluated]
-    for _, warning in evaluated:
-        if warning:
-            print(f"warning: {warning}", file=sys.stderr)
+    results = [e.results for e in evaluated]
+    ties = [e.detections.tied_pairs() for e in evaluated]
+    for path, e, n in zip(args.detections, evaluated, ties):
+        if e.warning:
+            print(f"warning: {e.warning}", file=sys.stderr)
+        if n:
+            print(
+                f"note: {path} has {n} pair(s) of equally scored detections in one frame; its MR can "
+                "depend on their line order, as in the MATLAB toolbox.",
+                file=sys.stderr,
+            )
     numbering = f"frames numbered from {bases['txt']} in text files, from {bases['json']} in JSON files"
     if args.json:
-        reports = [dict(_report(r), frame_base=bases) for r in results]
+        reports = [dict(_report(r, n), frame_base=bases) for r, n in zip(results, ties)]
         print(json.dumps(reports[0] if len(reports) == 1 else dict(zip(names, reports)), indent=2))
     else:
         print(f"# {numbering}")
-        for name, res in zip(names, results):
+        for name, res, n in zip(names, results, ties):
             if len(results) > 1:
                 print(f"# {name}")
             for key, value in summary(res).items():
                 print(f"{key}: {_fmt(value)}")
+            print(f"tied_pairs: {n}")
     if args.plot:
         from .plot import plot_miss_rate_curves
 

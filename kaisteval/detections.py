@@ -57,6 +57,24 @@ class Detections(NamedTuple):
     def empty(cls) -> "Detections":
         return cls(np.zeros(0, dtype=np.int64), np.zeros((0, 4)), np.zeros(0))
 
+    def tied_pairs(self) -> int:
+        """Pairs of detections of one frame with exactly the same score.
+
+        ``bbGt>evalRes`` matches a frame's detections in descending score order with a stable
+        sort, so the order of such a pair is the file's line order: where both could take the
+        same person, the one listed first does, and a shuffled file can give another MR. The
+        MATLAB toolbox behaves so and kaisteval copies it; this count says whether a file is
+        exposed. (Equal scores in different frames are pooled in image-set order, whatever
+        the file order.)
+        """
+        if not len(self):
+            return 0
+        order = np.lexsort((self.scores, self.frame))
+        frame, score = self.frame[order], self.scores[order]
+        starts = np.flatnonzero(np.r_[True, (frame[1:] != frame[:-1]) | (score[1:] != score[:-1])])
+        runs = np.diff(np.r_[starts, len(order)])
+        return int((runs * (runs - 1) // 2).sum())
+
 
 def _check(
     frame: np.ndarray, boxes: np.ndarray, scores: np.ndarray, n_frames: int, where: Callable[[int], str], base: int

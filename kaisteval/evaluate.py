@@ -10,7 +10,7 @@ from .bbgt import read_bbgt_many
 from .detections import Detections
 from .frames import AnnotationLayout, Frame, day_mask
 from .matching import Matcher, log_average_miss_rate, roc, sample_miss_rate
-from .protocol import IOU_THRESHOLD, REF_FPPI, SETTINGS, GroundTruth, Setting
+from .protocol import IOU_THRESHOLD, REF_FPPI, RESULT_KEYS, SETTINGS, GroundTruth, Setting
 
 __all__ = ["SettingResult", "load_ground_truth", "evaluate", "summary"]
 
@@ -106,9 +106,6 @@ def evaluate(
 
 
 def summary(results: Dict[str, SettingResult]) -> Dict[str, Optional[float]]:
-    """``MR_all``, ``MR_day``, ``MR_night`` (Reasonable setting, in percent)."""
-    out: Dict[str, Optional[float]] = {}
-    for key, name in (("MR_all", "Reasonable-all"), ("MR_day", "Reasonable-day"), ("MR_night", "Reasonable-night")):
-        if name in results:
-            out[key] = results[name].to_dict()["MR"]
-    return out
+    """The MR of every evaluated setting in percent (None where undefined), under its short
+    name: ``MR_all``, ``MR_day``, ``MR_night``, ``MR_near``, ..., ``MR_occ_heavy``."""
+    return {key: results[name].to_dict()["MR"] for name, key in RESULT_KEYS.items() if name in results}

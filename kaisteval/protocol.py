@@ -26,6 +26,7 @@ height range ``hr/1.25 .. hr*1.25``: every detection of the result file is evalu
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
@@ -35,6 +36,7 @@ from .bbgt import BBGTArrays, BBGTObject, objects_to_arrays
 __all__ = [
     "IOU_THRESHOLD",
     "REF_FPPI",
+    "RESULT_KEYS",
     "LABELS",
     "IGNORE_LABELS",
     "X_RANGE",
@@ -47,8 +49,13 @@ __all__ = [
 ]
 
 IOU_THRESHOLD = 0.5
-#: The nine FPPI points at which the miss rate is sampled: 10^(-2:0.25:0).
-REF_FPPI = 10.0 ** np.linspace(-2.0, 0.0, 9)
+#: The nine FPPI points at which the miss rate is sampled: MATLAB's ``10.^(-2:.25:0)``, each
+#: the double nearest to 10^x. The colon operator gives the exponents exactly and MATLAB's
+#: power rounds correctly (``10.^-1`` is 0.1); ``10.0 ** np.linspace(-2, 0, 9)`` does not
+#: here (0.09999999999999999 for 10^-1 on NumPy's vectorised path): at 10 frames one false
+#: positive is then FPPI 0.1 > ref, and MR moves by points. Decimal arithmetic (28 digits,
+#: then one rounding to a double) gives the exact values on every machine.
+REF_FPPI = np.array([float(Decimal(10) ** (Decimal(k) / 4 - 2)) for k in range(9)])
 LABELS = ("person",)
 IGNORE_LABELS = ("people", "person?", "cyclist")
 X_RANGE = (5.0, 635.0)
@@ -83,6 +90,20 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("Occ=partial", "all", (1.0, _INF), ("partial",)),
     Setting("Occ=heavy", "all", (1.0, _INF), ("heavy",)),
 )
+
+
+#: The short name of each setting's MR in summaries (``MR_all``, ...), as papers tabulate them.
+RESULT_KEYS: Dict[str, str] = {
+    "Reasonable-all": "MR_all",
+    "Reasonable-day": "MR_day",
+    "Reasonable-night": "MR_night",
+    "Scale=near": "MR_near",
+    "Scale=medium": "MR_medium",
+    "Scale=far": "MR_far",
+    "Occ=none": "MR_occ_none",
+    "Occ=partial": "MR_occ_partial",
+    "Occ=heavy": "MR_occ_heavy",
+}
 
 
 def _ellipse_extent(boxes: np.ndarray, angle: np.ndarray) -> np.ndarray:

@@ -43,6 +43,8 @@ def main(out_dir: str, args) -> None:
         "train_images": sorted(str(r["image_id"]) for r in DatasetCatalog.get(cfg.DATASETS.TRAIN[0])),
         "iter": trainer.iter,
         "norms": sorted({type(m).__name__ for m in model.modules() if "Norm" in type(m).__name__}),
+        "hooks": [type(h).__name__ for h in trainer._hooks],
+        "eval_results": sorted(getattr(trainer, "_last_eval_results", None) or {}),
     }
     with open(os.path.join(out_dir, f"rank{comm.get_rank()}.json"), "w") as f:
         json.dump(report, f)

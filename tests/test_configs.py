@@ -155,3 +155,13 @@ def test_config_datasets_are_registered_and_file_says_what_it_is(path: Path):
         assert name in DatasetCatalog.list(), f"{path.name}: dataset {name!r} is not registered"
     first = path.read_text().splitlines()[0]
     assert first.startswith("# ") and len(first) > 20, f"{path.name} needs a top comment saying what it is"
+
+
+def test_syncbn_configs_compute_precise_bn_as_detectron2s_do():
+    """Detectron2's SyncBN configs (Misc/*syncbn*) turn TEST.PRECISE_BN on; so do detpre's."""
+    from detpre.modeling.norm import SYNC_NORMS
+
+    syncbn = [p for p in CONFIGS if _load(p).MODEL.RESNETS.NORM in SYNC_NORMS]
+    assert len(syncbn) >= 3
+    for path in syncbn:
+        assert _load(path).TEST.PRECISE_BN.ENABLED, path.name

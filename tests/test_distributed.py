@@ -20,6 +20,11 @@ def test_two_cpu_processes_train_the_same_weights(demo_env, tmp_path, norm):
         "MODEL.RESNETS.NORM", norm, "MODEL.FPN.NORM", norm, "DATALOADER.NUM_WORKERS", "0",
         "OUTPUT_DIR", str(tmp_path / "run"),
     ]
+    if norm == "SyncBN":  # precise BN and test-time augmentation with DDP and the all-reduce BN
+        opts += [
+            "TEST.PRECISE_BN.ENABLED", "True", "TEST.PRECISE_BN.NUM_ITER", "2",
+            "DATASETS.TEST", "('detpre_demo_val_4_s0',)", "TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(96,)",
+        ]
     subprocess.run(
         [sys.executable, str(REPO / "tests" / "distributed_worker.py"), str(tmp_path), "2",
          "--config-file", str(DEMO_CONFIG), "--schedule", "1x", *opts],
@@ -37,3 +42,6 @@ def test_two_cpu_processes_train_the_same_weights(demo_env, tmp_path, norm):
     if norm == "SyncBN":
         # torch's SyncBatchNorm only syncs CUDA tensors: CPU ranks use Detectron2's all-reduce BN.
         assert "NaiveSyncBatchNorm" in ranks[0]["norms"] and "SyncBatchNorm" not in ranks[0]["norms"]
+        # Both ranks ran precise BN (the buffers agree, above); the main one reports both evaluations.
+        assert all("ResumablePreciseBN" in r["hooks"] for r in ranks)
+        assert ranks[0]["eval_results"] == ["bbox", "bbox_TTA"] and ranks[1]["eval_results"] == []

@@ -21,7 +21,15 @@ from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
 
 from detpre.evaluation import COCOIoUSweepEvaluator, PascalVOCIoUSweepEvaluator
-from detpre.evaluation.iou_sweep import COCO_IOUS, IOU_SWEEP, coco_iou_sweep, coco_voc_iou_sweep
+from detpre.evaluation.iou_sweep import (
+    COCO_IOUS,
+    IOU_SWEEP,
+    VOCDetections,
+    VOCGroundTruth,
+    coco_iou_sweep,
+    coco_voc_iou_sweep,
+    voc_iou_sweep,
+)
 from tools.ap_vs_iou import main as ap_vs_iou_main
 
 # class name -> (COCO category id, widths of its detections = IoU x 100); ids are not contiguous
@@ -164,22 +172,48 @@ def write_voc(root, gt, split="test"):
 
 
 @pytest.fixture
-def voc_sweeps(tmp_path):
+def voc_dataset(tmp_path):
+    """The design registered as a Pascal VOC 2007 dataset, and an evaluator's feeding of it."""
     gt, results = build_design()
     write_voc(tmp_path / "voc", gt)
     name = f"iou_sweep_voc_{tmp_path.name}"
     register_pascal_voc(name, str(tmp_path / "voc"), "test", 2007, class_names=list(DESIGN))
-    evaluator = PascalVOCIoUSweepEvaluator(name)
-    evaluator.reset()
+    MetadataCatalog.get(name).evaluator_type = "pascal_voc"  # as Detectron2's builtin VOC datasets
     contiguous = {cat: i for i, (cat, _) in enumerate(DESIGN.values())}
-    for r in results:
-        x, y, w, h = r["bbox"]
-        inst = Instances((120, 120))
-        inst.pred_boxes = Boxes(torch.tensor([[x, y, x + w, y + h]], dtype=torch.float32))
-        inst.scores = torch.tensor([r["score"]])
-        inst.pred_classes = torch.tensor([contiguous[r["category_id"]]])
-        evaluator.process([{"image_id": f"im{r['image_id']}"}], [{"instances": inst}])
-    return evaluator.evaluate()
+
+    def feed(evaluator):
+        evaluator.reset()
+        for r in results:
+            x, y, w, h = r["bbox"]
+            inst = Instances((120, 120))
+            inst.pred_boxes = Boxes(torch.tensor([[x, y, x + w, y + h]], dtype=torch.float32))
+            inst.scores = torch.tensor([r["score"]])
+            inst.pred_classes = torch.tensor([contiguous[r["category_id"]]])
+            evaluator.process([{"image_id": f"im{r['image_id']}"}], [{"instances": inst}])
+        return evaluator.evaluate()
+
+    return name, feed
+
+
+@pytest.fixture
+def voc_sweeps(voc_dataset):
+    name, feed = voc_dataset
+    return feed(PascalVOCIoUSweepEvaluator(name))
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_trainer_runs_the_voc_sweep_beside_detectron2s_evaluator(voc_dataset, cfg, sweep):
+    """TEST.IOU_SWEEP adds the sweep to Detectron2's VOC AP / AP50 / AP75, which stays."""
+    from detpre.engine.trainer import DetpreTrainer
+
+    name, feed = voc_dataset
+    cfg.TEST.IOU_SWEEP = sweep
+    results = feed(DetpreTrainer.build_evaluator(cfg, name))
+    assert set(results) == ({"bbox", "bbox_iou_voc07", "bbox_iou_voc_area"} if sweep else {"bbox"})
+    assert set(results["bbox"]) == {"AP", "AP50", "AP75"}
+    if sweep:  # a VOC2007 dataset: Detectron2's AP50 is 11-point, and the design has no tied scores
+        assert results["bbox"]["AP50"] == pytest.approx(results["bbox_iou_voc07"]["AP50"])
+        assert results["bbox"]["AP"] == pytest.approx(results["bbox_iou_voc07"]["AP"])
 
 
 def test_voc_area_and_11_point_ap_at_each_iou(voc_sweeps):
@@ -268,3 +302,108 @@ def test_cli_names_runs_by_their_folder_and_refuses_duplicates(coco_files, tmp_p
     capsys.readouterr()
     assert ap_vs_iou_main(["--gt", str(gt_path), "--results", f"x={folders[0]}", "--results", f"x={folders[1]}"]) == 2
     assert "two --results are named 'x'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------- VOC rules: order-free, exact boxes
+
+
+def synthetic_voc(seed: int, decimals: int = 0):
+    """A seeded VOC-style set: 60 images, 2 classes, integer ground-truth boxes (some
+    difficult), detections jittered around them and a few anywhere. ``decimals`` > 0 rounds
+    the scores, so that equal scores, true and false positives among them, are common."""
+    rng = np.random.default_rng(seed)
+    gt, dt = [], []
+    for image in range(60):
+        for _ in range(rng.integers(0, 4)):
+            label, (x1, y1), (w, h) = int(rng.integers(0, 2)), rng.integers(1, 200, 2), rng.integers(10, 80, 2)
+            gt.append((image, label, x1, y1, x1 + w, y1 + h, rng.random() < 0.1))
+            for _ in range(rng.integers(0, 4)):
+                jitter = rng.normal(0, 0.12, 4) * [w, h, w, h]
+                dt.append((image, label, rng.random(), *(np.array([x1, y1, x1 + w, y1 + h]) + jitter)))
+        for _ in range(rng.integers(0, 2)):
+            x1, y1 = rng.uniform(1, 200, 2)
+            dt.append((image, int(rng.integers(0, 2)), rng.random() / 2, x1, y1, x1 + 40, y1 + 60))
+    gt, dt = np.array(gt, dtype=np.float64), np.array(dt, dtype=np.float64)
+    if decimals:
+        dt[:, 2] = np.round(dt[:, 2], decimals)
+    return (
+        VOCGroundTruth(gt[:, 0].astype(int), gt[:, 1].astype(int), gt[:, 2:6], gt[:, 6].astype(bool)),
+        VOCDetections(dt[:, 0].astype(int), dt[:, 1].astype(int), dt[:, 3:7], dt[:, 2]),
+    )
+
+
+def detectron2_voc_eval(tmp_path, gt: VOCGroundTruth, dt: VOCDetections, order=None):
+    """Detectron2's voc_eval on the same boxes and scores written to its files at full
+    precision (repr), detections in ``order``: table[threshold, class] of (11-point, area)."""
+    from detectron2.evaluation.pascal_voc_evaluation import parse_rec, voc_ap, voc_eval
+
+    (tmp_path / "ann").mkdir(parents=True, exist_ok=True)
+    images = range(int(max(gt.image.max(), dt.image.max())) + 1)
+    for image in images:
+        objects = "".join(
+            f"<object><name>c{k}</name><pose>x</pose><truncated>0</truncated><difficult>{int(d)}</difficult>"
+            f"<bndbox><xmin>{int(b[0])}</xmin><ymin>{int(b[1])}</ymin><xmax>{int(b[2])}</xmax>"
+            f"<ymax>{int(b[3])}</ymax></bndbox></object>"
+            for i, k, b, d in zip(*gt) if i == image
+        )
+        (tmp_path / "ann" / f"{image}.xml").write_text(f"<annotation>{objects}</annotation>")
+    (tmp_path / "set.txt").write_text("\n".join(map(str, images)))
+    order = np.arange(len(dt.score)) if order is None else order
+    for k in range(2):
+        rows = [i for i in order if dt.label[i] == k]
+        (tmp_path / f"c{k}.txt").write_text(
+            "\n".join(f"{dt.image[i]} {dt.score[i]!r} " + " ".join(map(repr, dt.boxes[i].tolist())) for i in rows)
+        )
+    table = np.zeros((len(IOU_SWEEP), 2, 2))
+    for i, t in enumerate(IOU_SWEEP):
+        for k in range(2):
+            rec, prec, _ = voc_eval(str(tmp_path / "{}.txt"), str(tmp_path / "ann" / "{}.xml"),
+                                    str(tmp_path / "set.txt"), f"c{k}", ovthresh=t)
+            table[i, k] = 100 * voc_ap(rec, prec, True), 100 * voc_ap(rec, prec, False)
+    parse_rec.cache_clear()  # keyed by path, and tmp_path's files go
+    return table
+
+
+def sweep_table(gt, dt):
+    sweeps = voc_iou_sweep(gt, dt, ["c0", "c1"])
+    return np.stack([np.stack([sweeps[m].per_class[c] for m in ("voc07", "voc_area")], axis=1)
+                     for c in ("c0", "c1")], axis=1)
+
+
+def test_voc_rules_equal_detectron2s_voc_eval_without_ties(tmp_path):
+    gt, dt = synthetic_voc(0)
+    assert len(np.unique(dt.score)) == len(dt.score) and gt.difficult.any()
+    ours = sweep_table(gt, dt)
+    assert 0 < ours.min() and ours.max() < 100  # not a degenerate set
+    np.testing.assert_allclose(ours, detectron2_voc_eval(tmp_path, gt, dt), rtol=0, atol=1e-9)
+
+
+def test_the_same_detections_in_any_order_give_the_same_ap_at_every_iou(tmp_path):
+    gt, dt = synthetic_voc(1, decimals=2)
+    assert len(np.unique(dt.score)) < 0.5 * len(dt.score)
+    reference = sweep_table(gt, dt)
+    rng = np.random.default_rng(0)
+    theirs = []
+    for k in range(3):
+        order = rng.permutation(len(dt.score))
+        shuffled = VOCDetections(*(a[order] for a in dt))
+        np.testing.assert_array_equal(sweep_table(gt, shuffled), reference)
+        theirs.append(detectron2_voc_eval(tmp_path / str(k), gt, dt, order))
+    # The ties matter on this set: Detectron2's unstable sort gives another AP in another order.
+    assert any(np.abs(t - theirs[0]).max() > 0.1 for t in theirs[1:])
+
+
+def test_coco_boxes_are_not_rounded_to_the_pixel_under_voc_rules(tmp_path):
+    # Ground truth 10.4 px wide, a detection 11.5 px wide over it: IoU 10.4 / 11.5 = 0.904, a
+    # hit at 0.9. Rounded to the pixel, the object would be 10 px wide: IoU 0.87, a miss.
+    gt = {"images": [{"id": 1, "file_name": "a.jpg", "height": 50, "width": 50}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2.0, 3.0, 10.4, 20.0],
+                           "area": 208.0, "iscrowd": 0}],
+          "categories": [{"id": 1, "name": "a"}]}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(gt))
+    results = [{"image_id": 1, "category_id": 1, "bbox": [2.0, 3.0, 11.5, 20.0], "score": 0.9}]
+    sweeps = coco_voc_iou_sweep(load_coco(path), results)
+    for metric in ("voc07", "voc_area"):
+        assert sweeps[metric].at(0.9) == pytest.approx(100.0), metric
+    assert coco_iou_sweep(load_coco(path), results).at(0.9) == pytest.approx(100.0)

@@ -21,7 +21,9 @@ from kaisteval.matching import sample_miss_rate
 from kaisteval.protocol import REF_FPPI
 
 HEADER = "% bbGt version=3"
-REF = 10.0 ** np.arange(-2.0, 0.01, 0.25)  # 10^(-2:.25:0), written independently of REF_FPPI
+# MATLAB's 10.^(-2:.25:0), as sprintf('%.17g') prints it: the doubles nearest to 10^x.
+REF = np.array([0.01, 0.017782794100389229, 0.031622776601683791, 0.056234132519034911, 0.1,
+                0.17782794100389229, 0.31622776601683794, 0.56234132519034907, 1.0])
 
 
 def obj(label: str, x: float, y: float, w: float, h: float, occ: int = 0, ign: int = 0, ang: int = 0) -> str:
@@ -217,6 +219,27 @@ def test_sampling_before_the_first_fppi_point_is_a_full_miss():
     np.testing.assert_allclose(REF_FPPI, REF, rtol=0, atol=0)
 
 
+def test_reference_fppi_points_are_the_exact_powers_of_ten():
+    """Trap: 10.0 ** np.linspace(-2, 0, 9) gives 0.09999999999999999 for 10^-1 (and 10^-1.25
+    one ulp low) on NumPy's vectorised pow; MATLAB's 10.^-1 is 0.1."""
+    assert REF_FPPI.tolist() == REF.tolist()
+    assert REF_FPPI[0] == float("1e-2") and REF_FPPI[4] == float("1e-1") and REF_FPPI[8] == 1.0
+
+
+def test_one_false_positive_in_ten_frames_is_fppi_point_one_exactly(tmp_path):
+    # 10 frames, a person in each. TPs (.9) on frames 0-4: recall .5 at FPPI 0. A FP (.8) on
+    # frame 5: FPPI 1/10 = 0.1. TPs (.7) on frames 5-7: recall .8, still at FPPI 0.1. The four
+    # refs below 0.1 miss .5; the five from 0.1 = 10^-1 on miss .2 (MATLAB: 30.05). With a
+    # reference point of 0.09999999999999999 the fifth would miss .5 too (33.27).
+    names = ["set06/V000/I%05d" % (19 + 20 * i) for i in range(10)]
+    frames = {name: [obj("person", *PERSON)] for name in names}
+    dets = [(i, PERSON, 0.9) for i in range(5)] + [(5, (300, 100, 40, 100), 0.8)]
+    dets += [(i, PERSON, 0.7) for i in (5, 6, 7)]
+    res = run(tmp_path, frames, dets)
+    np.testing.assert_allclose(res["Reasonable-all"].miss_at_ref, [0.5] * 4 + [0.2] * 5, rtol=1e-12)
+    assert mr(res) == pytest.approx(log_average([0.5] * 4 + [0.2] * 5)) and round(mr(res), 2) == 30.05
+
+
 def test_tiny_image_set_where_low_fppi_points_are_never_reached(tmp_path):
     # 2 frames, one person each. Scores: FP .9 (frame 0), TP .8 (frame 0), TP .7 (frame 1).
     # fppi = [.5 .5 .5], recall = [0 .5 1]: refs < .5 (7 of 9, up to 10^-.5) miss 1; .562 and 1 miss 0.
@@ -237,6 +260,27 @@ def test_detections_are_matched_in_descending_score_order_whatever_the_file_orde
     res = run(tmp_path, {DAY[0]: [obj("person", *PERSON)]}, [(0, PERSON, 0.3), (0, b, 0.8)])
     assert mr(res) == pytest.approx(log_average([0] * 9))
     assert res["Reasonable-all"].fppi.tolist() == [0.0, 1.0]
+
+
+def test_equal_scores_in_one_frame_keep_the_file_order_as_matlab_does(tmp_path):
+    # One person; A on it, B elsewhere in the frame, both scored .5. A listed first: TP then FP,
+    # fppi [0 1], recall [1 1] -> miss 0 everywhere. B first: fppi [1 1], recall [0 1] -> miss 1
+    # at the 8 refs below 1. The toolbox's stable sorts make the line order decide between them.
+    frames = {DAY[0]: [obj("person", *PERSON)]}
+    a, b = (0, PERSON, 0.5), (0, (300, 100, 40, 100), 0.5)
+    assert mr(run(tmp_path / "ab", frames, [a, b])) == pytest.approx(log_average([0] * 9))
+    assert mr(run(tmp_path / "ba", frames, [b, a])) == pytest.approx(log_average([1] * 8 + [0]))
+
+
+def test_tied_pairs_count_equal_scores_within_a_frame_only():
+    # Frame 0: three detections at .5 (3 pairs) and one at .4; frame 1: one at .5 (equal to
+    # frame 0's, but pooled in image-set order whatever the file order: not counted), two at .3.
+    frame = np.array([0, 1, 0, 1, 0, 1, 0])
+    scores = np.array([0.5, 0.5, 0.5, 0.3, 0.5, 0.3, 0.4])
+    dets = Detections(frame, np.zeros((len(frame), 4)), scores)
+    assert dets.tied_pairs() == 4
+    assert Detections.empty().tied_pairs() == 0
+    assert Detections(frame, np.zeros((7, 4)), np.arange(7.0)).tied_pairs() == 0
 
 
 def test_curve_pools_images_in_score_order(tmp_path):
@@ -502,3 +546,33 @@ def test_vectorised_matching_equals_the_literal_toolbox_loop(tmp_path, seed):
             assert np.isnan(results[setting.name].miss_at_ref).all()
             continue
         np.testing.assert_array_equal(results[setting.name].miss_at_ref, _literal_miss(gts, dts), err_msg=setting.name)
+
+
+# ---------------------------------------------------------------- the plot
+
+
+def test_plot_shows_a_full_miss_inside_the_frame_and_reads_in_percent(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from kaisteval.plot import draw_miss_rate_curves
+
+    frames = {DAY[0]: [obj("person", *PERSON)], DAY[1]: [obj("person", *PERSON)]}
+    half = run(tmp_path / "half", frames, [(0, PERSON, 0.9)])["Reasonable-all"]
+    nothing = run(tmp_path / "none", frames, [(0, (300, 100, 40, 100), 0.9)])["Reasonable-all"]
+    fig, ax = plt.subplots()
+    draw_miss_rate_curves(ax, [("none", nothing), ("half", half)])
+    # A detector that misses everyone is a line at 100%, below the top of the axes.
+    top = ax.get_ylim()[1]
+    assert nothing.miss.max() == 1.0 and top > 1.0
+    assert max(line.get_ydata().max() for line in ax.get_lines()) < top
+    # A curve without false positives (all at FPPI 0) still shows: its miss rate holds to the right.
+    line = ax.get_lines()[0]
+    assert line.get_xdata()[-1] == ax.get_xlim()[1] and line.get_ydata()[-1] == pytest.approx(0.5)
+    # Legend and axis are in the same unit: the legend's 50.00% is a tick of the axis.
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["50.00% half", "100.00% none"]
+    ticks = [t.get_text() for t in ax.get_yticklabels()]
+    assert "50%" in ticks and "100%" in ticks and ax.get_yticks()[ticks.index("50%")] == 0.5
+    plt.close(fig)

@@ -17,7 +17,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TOOL = REPO / "tools" / "kaist_eval.py"
-REF = 10.0 ** np.arange(-2.0, 0.01, 0.25)
+# MATLAB's 10.^(-2:.25:0) (sprintf('%.17g')): the doubles nearest to 10^x.
+REF = [0.01, 0.017782794100389229, 0.031622776601683791, 0.056234132519034911, 0.1,
+       0.17782794100389229, 0.31622776601683794, 0.56234132519034907, 1.0]
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -141,9 +143,18 @@ def test_text_output_json_output_and_plot(kaist, tmp_path):
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("# frames numbered from 1 in text files, from 0 in JSON files\n")
     lines = [ln for ln in out.stdout.splitlines() if not ln.startswith("#")]
-    assert [ln.split(":")[0] for ln in lines] == ["MR_all", "MR_day", "MR_night"]
+    keys = ["MR_all", "MR_day", "MR_night", "MR_near", "MR_medium", "MR_far", "MR_occ_none", "MR_occ_partial",
+            "MR_occ_heavy"]
+    assert [ln.split(":")[0] for ln in lines] == keys + ["tied_pairs"]
     report = cli_json(*args, "--detections", as_json)  # same detections as 0-based JSON
-    assert lines[0] == f"MR_all: {report['MR_all']:.2f}"
+    # Every setting is printed, each the JSON's value; scale and occlusion settings differ here.
+    assert lines[:-1] == [f"{k}: {report[k]:.2f}" for k in keys]
+    assert report["MR_occ_heavy"] != report["MR_near"]
+    # Every detection scores .5 and frames hold several: the ties are counted and noted.
+    frame_sizes = np.bincount([f for f, _, _ in rows])
+    tied = int(sum(k * (k - 1) // 2 for k in frame_sizes))
+    assert tied > 0 and lines[-1] == f"tied_pairs: {tied}" and report["tied_pairs"] == tied
+    assert f"{det} has {tied} pair(s) of equally scored detections" in out.stderr
     assert set(report["settings"]) == {
         "Reasonable-all",
         "Reasonable-day",

@@ -15,6 +15,7 @@ from detectron2.structures import BoxMode, Boxes, Instances
 from detpre.data.datasets.kaist import register_kaist
 from detpre.evaluation import KAISTEvaluator
 from detpre.evaluation.kaist_evaluation import DETECTIONS_FILE, RESULT_KEYS, RESULTS_FILE
+from kaisteval.protocol import RESULT_KEYS as CLI_KEYS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,6 +58,7 @@ def test_perfect_predictions_in_batches(fixture_dataset, tmp_path):
         evaluator.process(inputs[i : i + 4][::-1], outputs[i : i + 4][::-1])
     results = evaluator.evaluate()["kaist"]
     assert list(results) == list(RESULT_KEYS.values())
+    assert list(RESULT_KEYS.items()) == list(CLI_KEYS.items())  # the CLI's names, in its order
     for key in ("MR_all", "MR_day", "MR_night"):
         assert results[key] < 1e-6, key
     lines = (tmp_path / DETECTIONS_FILE).read_text().splitlines()

@@ -1,11 +1,13 @@
-"""Deterministic, nested dataset subsets registered by name."""
+"""Deterministic, nested dataset subsets registered by name, counted in trainable images."""
 import json
 import uuid
 
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
 
 import detpre  # noqa: F401
+from detpre.data.build import train_dataset_dicts
 from detpre.data.datasets.subsets import (
     SubsetSpec,
     ensure_subset_registered,
@@ -14,17 +16,45 @@ from detpre.data.datasets.subsets import (
 )
 
 
+def box(x, y, w, h, crowd=0):
+    return {"bbox": [x, y, w, h], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0, "iscrowd": crowd}
+
+
+def toy_annotations(i):
+    """Every 7th image has no box, every 11th only a crowd box, every 13th only a box of zero
+    width, every 17th only one outside the image: none of those is trained on."""
+    if i % 7 == 0:
+        return []
+    if i % 11 == 0:
+        return [box(1, 1, 5, 5, crowd=1)]
+    if i % 13 == 0:
+        return [box(1, 1, 0, 5)]
+    if i % 17 == 0:
+        return [box(50, 50, 5, 5)]
+    return [box(1, 1, 5, 5), box(2, 2, 3, 3, crowd=1)]
+
+
+def trainable_by_rule(i):
+    return not (i % 7 == 0 or i % 11 == 0 or i % 13 == 0 or i % 17 == 0)
+
+
 @pytest.fixture
 def source():
-    """A registered dataset of 200 images with COCO-style ids 1000..1199."""
+    """A registered dataset of 200 images of 40x40 with COCO-style ids 1000..1199."""
     name = f"toy_{uuid.uuid4().hex[:8]}"
-    records = [{"file_name": f"{i}.jpg", "image_id": 1000 + i, "annotations": []} for i in range(200)]
+    records = [
+        {"file_name": f"{i}.jpg", "image_id": 1000 + i, "height": 40, "width": 40, "annotations": toy_annotations(i)}
+        for i in range(200)
+    ]
     DatasetCatalog.register(name, lambda: [dict(r) for r in records])
     MetadataCatalog.get(name).set(thing_classes=["a"], evaluator_type="coco", json_file="full.json")
     yield name
     for n in [n for n in DatasetCatalog.list() if n.startswith(name)]:
         DatasetCatalog.remove(n)
         MetadataCatalog.remove(n)
+
+
+TRAINABLE = {1000 + i for i in range(200) if trainable_by_rule(i)}  # 134 of the 200 images
 
 
 def ids(name):
@@ -36,6 +66,21 @@ def test_subset_by_count_and_name(source):
     subset = ids(f"{source}_50_s0")
     assert len(subset) == 50 and len(set(subset)) == 50
     assert subset == sorted(subset)  # the source's order is kept
+    assert set(subset) <= TRAINABLE and MetadataCatalog.get(f"{source}_50_s0").subset_counts == "trainable images"
+
+
+def test_the_training_loader_trains_on_as_many_images_as_the_name_says(source, cfg):
+    """The loader's own filtering (degenerate boxes dropped, then images without a non-crowd
+    box) keeps every image of the subset: a 50-image subset trains on 50 images."""
+    assert len(TRAINABLE) == 134  # of 200: the filtering matters on this source
+    for name in (f"{source}_50_s0", f"{source}_134_s2"):
+        ensure_subset_registered(name)
+        cfg.DATASETS.TRAIN = (name,)
+        assert {d["image_id"] for d in train_dataset_dicts(cfg)} == set(ids(name))
+    # Drawn over every image, the same size would lose the untrainable ones to the loader.
+    ensure_subset_registered(f"{source}_50_unfiltered_s0")
+    cfg.DATASETS.TRAIN = (f"{source}_50_unfiltered_s0",)
+    assert len(train_dataset_dicts(cfg)) < 50 == len(ids(f"{source}_50_unfiltered_s0"))
 
 
 def test_nested_and_seeded(source):
@@ -43,13 +88,21 @@ def test_nested_and_seeded(source):
     assert set(small) <= set(big)
     other_seed = ids(register_subset(source, 20, 4))
     assert set(other_seed) != set(small)
+    # Unfiltered subsets are nested too, and hold the trainable ones' first images: the
+    # trainable images of the first 60 of the order are the first of the 50-image subset.
+    unfiltered = ids(register_subset(source, 60, 3, unfiltered=True))
+    assert set(unfiltered) <= set(ids(register_subset(source, 150, 3, unfiltered=True)))
+    kept = [i for i in unfiltered if i in TRAINABLE]
+    assert 0 < len(kept) < 50 and set(kept) == set(ids(register_subset(source, len(kept), 3)))
+    assert set(kept) <= set(small + big)
 
 
-def test_fraction(source):
+def test_fraction_is_of_the_trainable_images(source):
     name = register_subset(source, "10pct", 0)
     assert name == f"{source}_10pct_s0"
-    assert len(ids(name)) == 20
+    assert len(ids(name)) == 13  # 10% of 134
     assert set(ids(name)) <= set(ids(register_subset(source, "50pct", 0)))
+    assert len(ids(register_subset(source, "10pct", 0, unfiltered=True))) == 20
 
 
 def test_same_images_on_every_machine():
@@ -68,9 +121,14 @@ def test_metadata_is_inherited_but_not_the_source_json(source):
 
 
 def test_subset_bigger_than_source_is_a_clear_error(source):
-    ensure_subset_registered(f"{source}_1k_s0")
-    with pytest.raises(ValueError, match=r"1000 images.*only 200"):
-        DatasetCatalog.get(f"{source}_1k_s0")
+    ensure_subset_registered(f"{source}_135_s0")
+    message = rf"135 trainable images.*only 134 \(200 in all; '{source}_135_unfiltered_s0' counts every image\)"
+    with pytest.raises(ValueError, match=message):
+        DatasetCatalog.get(f"{source}_135_s0")
+    assert ensure_subset_registered(f"{source}_135_unfiltered_s0") and len(ids(f"{source}_135_unfiltered_s0")) == 135
+    ensure_subset_registered(f"{source}_1k_unfiltered_s0")
+    with pytest.raises(ValueError, match=r"1000 images.*only 200\.$"):
+        DatasetCatalog.get(f"{source}_1k_unfiltered_s0")
 
 
 @pytest.mark.parametrize("size", ["0", "-5", "abc", "0pct", "150pct", "1.5"])
@@ -81,6 +139,7 @@ def test_bad_sizes(size):
 
 def test_names():
     assert SubsetSpec.parse("3.5k", "coco_2017_train", 0).name == "coco_2017_train_3.5k_s0"
+    assert SubsetSpec.parse("35k", "coco_2017_train", 0, unfiltered=True).name == "coco_2017_train_35k_unfiltered_s0"
     assert SubsetSpec.parse(10000, "coco_2017_train", 1).name == "coco_2017_train_10k_s1"
     assert SubsetSpec.parse("1pct", "coco_2017_train", 0).name == "coco_2017_train_1pct_s0"
 

@@ -5,8 +5,10 @@
         --image-set ../shared/data/kaist-imagesets/test-all-20.txt \
         --detections results.txt [more.json ...] [--names A B] [--json] [--plot curves.png]
 
-Prints MR_all / MR_day / MR_night in percent (``--json``: every setting of
-``kaist_eval_full.m``). Pure numpy (see ``kaisteval``): no torch or Detectron2 import.
+Prints the MR of every setting of ``kaist_eval_full.m`` in percent (MR_all, MR_day,
+MR_night, the scale and the occlusion settings) and the number of equally scored detection
+pairs within a frame (``--json``: also recall, counts and the miss rate at each FPPI point).
+Pure numpy (see ``kaisteval``): no torch or Detectron2 import.
 """
 
 import os

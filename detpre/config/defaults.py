@@ -189,8 +189,13 @@ def add_evaluation_config(cfg: CN) -> None:
     _C = cfg
     # Besides COCO's AP / AP50 / AP75 (or VOC's), report box AP at every IoU threshold
     # 0.1, 0.2, ..., 0.9 and 0.50:0.95 (detpre.evaluation.iou_sweep): where pre-training
-    # matters most, at high IoU (Li et al., 2019). For "coco" and "pascal_voc" datasets.
+    # matters most, at high IoU (Li et al., 2019). For "coco" and "pascal_voc" datasets; the
+    # sweep evaluator runs beside Detectron2's, whose "bbox" results are unchanged.
     _C.TEST.IOU_SWEEP = False
+    # Detectron2's own TEST.AUG (test-time augmentation, results under "_TTA" names) and
+    # TEST.PRECISE_BN work in detpre's trainer and --eval-only as their names say; see
+    # detpre.engine.tta and detpre.engine.hooks.ResumablePreciseBN. No key of detpre's.
+
     # --eval-only refuses MODEL.WEIGHTS that leave more than this fraction of the model's
     # tensors (state-dict entries) at their initialization: missing from the checkpoint, or
     # of another shape (another architecture's weights, a typo in MODEL.WEIGHTS). No weights at

@@ -24,7 +24,7 @@ from detectron2.structures import BoxMode
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AnnotationError", "check_dataset_dicts"]
+__all__ = ["AnnotationError", "check_dataset_dicts", "is_trainable"]
 
 _SHOWN = 5  # images named in a warning
 
@@ -54,6 +54,19 @@ def _usable(xyxy: Sequence[float], width: float, height: float) -> bool:
     """Positive area, and some of it inside the image."""
     x0, y0, x1, y1 = xyxy
     return x1 > x0 and y1 > y0 and x1 > 0 and y1 > 0 and x0 < width and y0 < height
+
+
+def is_trainable(record: Dict[str, Any]) -> bool:
+    """Whether the training loader keeps this image: after :func:`check_dataset_dicts` it
+    still has a non-crowd box, so Detectron2's ``filter_images_with_only_crowd_annotations``
+    (``DATALOADER.FILTER_EMPTY_ANNOTATIONS``, on by default) does not drop it. Decided from
+    the dict alone, without reading the image; raises as :func:`check_dataset_dicts` does on
+    a broken box it looks at."""
+    width, height = record.get("width", math.inf), record.get("height", math.inf)
+    return any(
+        a.get("iscrowd", 0) == 0 and _usable(_xyxy(a, record, i), width, height)
+        for i, a in enumerate(record.get("annotations") or [])
+    )
 
 
 def check_dataset_dicts(dicts: List[Dict[str, Any]], dataset_names: Sequence[str]) -> List[Dict[str, Any]]:

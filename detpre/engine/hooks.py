@@ -1,20 +1,22 @@
 """Training hooks that make long runs reproducible and stoppable."""
+import contextlib
 import logging
 import os
 import random
 import signal
 import threading
 import time
-from typing import Dict, Optional
+from typing import Dict, Iterator, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from detectron2.engine import HookBase, PeriodicWriter
+from detectron2.engine.hooks import PreciseBN
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter
 
-from ..data.build import derive_seed
+from ..data.build import ResumableTrainLoader, derive_seed
 from ..utils.file_io import WriteError
 
 logger = logging.getLogger(__name__)
@@ -43,6 +45,47 @@ class StepSeed(HookBase):
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
         self.seed = int(state["seed"])
+
+
+@contextlib.contextmanager
+def preserved_rng_state() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's global RNG states (CPU, and the GPUs once CUDA is
+    initialised) on exit, whatever the block drew or re-seeded."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+class ResumablePreciseBN(PreciseBN):
+    """Detectron2's ``PreciseBN`` (``TEST.PRECISE_BN``) whose statistics are a function of the
+    iteration, so that ``--resume`` continues the same run.
+
+    Detectron2's hook keeps drawing from a second training loader: the statistics it sets at
+    an iteration depend on how often it ran before, and after a resume they come from other
+    images. They are saved in every checkpoint and are where the running averages continue
+    from, so the resumed run would end with other BN buffers. Here each update replays the
+    ``TEST.PRECISE_BN.NUM_ITER`` training batches up to the current iteration (the first ones
+    early in a run) from the training loader's plan: the same images and augmentations the
+    model trained on, mapped in this process, with no second dataset in memory, the
+    training stream's position untouched and every global RNG restored afterwards (the
+    mapper re-seeds them per batch, the model's forward passes draw from them). Its
+    ``data_loader`` is the trainer's :class:`~detpre.data.build.ResumableTrainLoader`.
+    """
+
+    def update_stats(self) -> None:
+        if self._disabled:
+            return
+        train = self._data_loader
+        replay = ResumableTrainLoader(train.dataset, train.mapper, train.plan, num_workers=0)
+        replay.set_start_iter(max(0, self.trainer.iter + 1 - self._num_iter))
+        self._data_iter = iter(replay)
+        with preserved_rng_state():
+            super().update_stats()
 
 
 class CheckpointOnSignal(HookBase):

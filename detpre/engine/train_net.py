@@ -35,6 +35,8 @@ def evaluate(cfg, resume: bool) -> Any:
     checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     check_loaded(checkpointer.load_report, model.state_dict().keys(), cfg.MODEL.WEIGHTS, cfg.TEST.MAX_UNLOADED_WEIGHTS)
     results = DetpreTrainer.test(cfg, model)
+    if cfg.TEST.AUG.ENABLED:
+        results.update(DetpreTrainer.test_with_TTA(cfg, model))
     if comm.is_main_process():
         verify_results(cfg, results)
     return results

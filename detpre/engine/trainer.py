@@ -4,28 +4,35 @@ What it changes, and why:
 
 * the training loader is :class:`~detpre.data.build.ResumableTrainLoader`, and every RNG
   is seeded per step (:class:`~detpre.engine.hooks.StepSeed`), so ``--resume`` after a kill
-  continues the very same run: iteration, optimizer, LR schedule, data position, RNG;
+  continues the very same run: iteration, optimizer, LR schedule, data position, RNG; precise
+  BN (``TEST.PRECISE_BN``) replays that loader's batches (:class:`~detpre.engine.hooks.ResumablePreciseBN`);
 * checkpoints are atomic and a broken one is skipped at resume
   and 3-channel stems are inflated for multispectral inputs (:class:`~detpre.checkpoint.DetpreCheckpointer`);
   SIGTERM/Ctrl-C save one;
 * a NaN/inf loss stops the run with the last good checkpoint named;
 * several processes on a machine without GPUs train with gloo (DDP without device ids),
   and SyncBN configs run anywhere (BN in one process, all-reduce BN on CPU processes);
-* mappers and evaluators are chosen by config / dataset metadata (KAIST, two views);
+* mappers and evaluators are chosen by config / dataset metadata (KAIST, two views), and
+  ``TEST.AUG.ENABLED`` adds Detectron2's test-time augmentation to every evaluation
+  (:meth:`DetpreTrainer.test_with_TTA`, results under "_TTA" names);
 * the step runs in bf16 or fp16 where the GPU has it, and the model in channels-last memory
   or with a compiled backbone, as the config asks (:mod:`detpre.engine.train_loop`,
   :mod:`detpre.modeling.execution`).
 """
 import logging
+import os
 import weakref
-from typing import Optional
+from collections import OrderedDict
+from typing import Any, Optional
 
 from detectron2.config import CfgNode
 from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, PeriodicWriter, TrainerBase, create_ddp_model
+from detectron2.engine.hooks import EvalHook, LRScheduler
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
+from fvcore.nn.precise_bn import get_bn_modules
 
 from ..checkpoint import DetpreCheckpointer
 from ..data.build import ResumableTrainLoader, build_resumable_train_loader, train_dataset_dicts
@@ -35,8 +42,9 @@ from ..modeling.execution import apply_execution_options
 from ..modeling.norm import resolve_sync_norm
 from ..utils.cli import WRITE_ERRNOS
 from ..utils.file_io import WriteError
-from .hooks import CheckpointOnSignal, StepSeed, TimedPeriodicWriter
+from .hooks import CheckpointOnSignal, ResumablePreciseBN, StepSeed, TimedPeriodicWriter
 from .train_loop import build_step_trainer
+from .tta import build_tta_model, check_tta_supported
 
 logger = logging.getLogger(__name__)
 
@@ -68,16 +76,48 @@ class DetpreTrainer(DefaultTrainer):
 
     def build_hooks(self):
         data_loader = self._trainer.data_loader
-        seed = data_loader.plan.seed if isinstance(data_loader, ResumableTrainLoader) else max(self.cfg.SEED, 0)
-        hooks = [
-            TimedPeriodicWriter(
-                hook._writers, self.cfg.LOG_PERIOD, self.cfg.LOG_SECONDS, self.cfg.OUTPUT_DIR
-            ) if type(hook) is PeriodicWriter else hook
-            for hook in super().build_hooks()
-        ]
+        resumable = isinstance(data_loader, ResumableTrainLoader)
+        seed = data_loader.plan.seed if resumable else max(self.cfg.SEED, 0)
+        cfg = self.cfg
+        replay_precise_bn = resumable and cfg.TEST.PRECISE_BN.ENABLED
+        if replay_precise_bn:
+            # DefaultTrainer's PreciseBN would read the dataset again into a second loader, which a
+            # resume restarts; ResumablePreciseBN (inserted below) replays this loader's batches.
+            self.cfg = cfg.clone()
+            self.cfg.defrost()
+            self.cfg.TEST.PRECISE_BN.ENABLED = False
+        try:
+            hooks = [
+                TimedPeriodicWriter(hook._writers, cfg.LOG_PERIOD, cfg.LOG_SECONDS, cfg.OUTPUT_DIR)
+                if type(hook) is PeriodicWriter
+                else hook
+                for hook in super().build_hooks()
+            ]
+        finally:
+            self.cfg = cfg
+        if cfg.TEST.AUG.ENABLED:
+            # Fail now, not at the first evaluation hours into the run.
+            check_tta_supported(cfg, self.model)
+            # Right after Detectron2's evaluation: before the writer, so that the "_TTA" metrics
+            # reach metrics.json at the same iteration.
+            at = next(i for i, h in enumerate(hooks) if isinstance(h, EvalHook)) + 1
+            hooks.insert(at, EvalHook(cfg.TEST.EVAL_PERIOD, self._test_with_tta_and_save_results))
+        if replay_precise_bn and get_bn_modules(self.model):
+            # Where Detectron2 puts its own: after the LR scheduler, before the checkpointer
+            # (which saves the statistics) and the evaluation (which uses them).
+            at = next(i for i, h in enumerate(hooks) if isinstance(h, LRScheduler)) + 1
+            precise_bn = ResumablePreciseBN(cfg.TEST.EVAL_PERIOD, self.model, data_loader, cfg.TEST.PRECISE_BN.NUM_ITER)
+            hooks.insert(at, precise_bn)
         # Seeding comes first (before any other hook's before_step); the signal hook last,
         # so that a step's periodic checkpoint and metrics are written before it stops.
         return [StepSeed(seed)] + hooks + [CheckpointOnSignal(self.checkpointer)]
+
+    def _test_with_tta_and_save_results(self) -> "OrderedDict[str, Any]":
+        results = self.test_with_TTA(self.cfg, self.model)
+        # DefaultTrainer.train checks TEST.EXPECTED_RESULTS against these: "bbox_TTA" too.
+        self._last_eval_results = OrderedDict(getattr(self, "_last_eval_results", None) or {})
+        self._last_eval_results.update(results)
+        return results
 
     def resume_or_load(self, resume: bool = True) -> None:
         super().resume_or_load(resume=resume)
@@ -140,6 +180,19 @@ class DetpreTrainer(DefaultTrainer):
             raise WriteError(f"{cfg.OUTPUT_DIR}/inference", e) from e
 
     @classmethod
+    def test_with_TTA(cls, cfg: CfgNode, model) -> "OrderedDict[str, Any]":
+        """Evaluate ``model`` with test-time augmentation (``TEST.AUG``), as Detectron2's
+        ``tools/train_net.py`` does: each result key gets a "_TTA" suffix ("bbox_TTA"; with
+        several test datasets, "<dataset>_TTA"), files go to ``OUTPUT_DIR/inference_TTA/<dataset>``."""
+        logger.info("Running inference with test-time augmentation ...")
+        evaluators = [
+            cls.build_evaluator(cfg, name, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA", name))
+            for name in cfg.DATASETS.TEST
+        ]
+        results = cls.test(cfg, build_tta_model(cfg, model), evaluators)
+        return OrderedDict((f"{key}_TTA", value) for key, value in results.items())
+
+    @classmethod
     def build_evaluator(
         cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
     ) -> DatasetEvaluator:
@@ -152,8 +205,9 @@ class DetpreTrainer(DefaultTrainer):
             if cfg.TEST.IOU_SWEEP:
                 evaluators.append(COCOIoUSweepEvaluator(dataset_name, output_dir=output_folder))
         if evaluator_type == "pascal_voc":
-            voc = PascalVOCIoUSweepEvaluator if cfg.TEST.IOU_SWEEP else PascalVOCDetectionEvaluator
-            evaluators.append(voc(dataset_name))
+            evaluators.append(PascalVOCDetectionEvaluator(dataset_name))
+            if cfg.TEST.IOU_SWEEP:
+                evaluators.append(PascalVOCIoUSweepEvaluator(dataset_name))
         if evaluator_type == "kaist":
             from ..evaluation import KAISTEvaluator
 

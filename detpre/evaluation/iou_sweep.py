@@ -4,28 +4,28 @@
 pre-training changes is *localization*: detection pre-training helps most at high IoU,
 which AP50 / AP75 / AP hide. These evaluators report the whole curve, overall and per class.
 
-Nothing here matches boxes itself. The COCO path runs pycocotools' ``COCOeval`` (or
-Detectron2's faster port of it) with ``params.iouThrs`` set to the sweep plus COCO's
-0.50:0.95, and reads AP off its ``eval["precision"]`` array; the VOC path calls
-Detectron2's ``voc_eval`` (the VOC devkit's matching: greedy by score, ``IoU > t``,
-"difficult" objects ignored) once per threshold and turns each precision/recall curve
-into both the VOC07 11-point AP and the area AP with ``voc_ap``.
+The COCO path matches nothing itself: it runs pycocotools' ``COCOeval`` (or Detectron2's
+faster port of it) with ``params.iouThrs`` set to the sweep plus COCO's 0.50:0.95, and reads
+AP off its ``eval["precision"]`` array. The VOC path applies the rules of Detectron2's
+``voc_eval`` (the VOC devkit's matching: greedy by score, ``IoU > t``, "difficult" objects
+ignored) to arrays, at every threshold at once, and turns each precision/recall curve into
+both the VOC07 11-point AP and the area AP with Detectron2's ``voc_ap``. It does not call
+``voc_eval``: that reads scores written with 3 decimals and sorts them with an unstable
+sort, so the same detections in another order can move its AP by points; here scores keep
+full precision and equal ones follow a documented order (:func:`voc_detection_order`).
 """
 import contextlib
 import io
 import json
 import os
-import tempfile
 import warnings
-import xml.etree.ElementTree as ET
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
-from detectron2.evaluation.pascal_voc_evaluation import parse_rec, voc_ap, voc_eval
-from detectron2.utils import comm
+from detectron2.evaluation.pascal_voc_evaluation import parse_rec, voc_ap
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
@@ -197,122 +197,196 @@ class COCOIoUSweepEvaluator(COCOEvaluator):
 # ---------------------------------------------------------------------------- VOC
 
 
-def voc_iou_sweep(
-    det_file_template: str,
-    anno_file_template: str,
-    image_set_path: str,
-    class_names: Sequence[str],
-) -> Dict[str, APSweep]:
+class VOCGroundTruth(NamedTuple):
+    """Objects of a VOC-rule evaluation, flat: the position of each object's image in the image
+    set, its class index, its box ``x1, y1, x2, y2`` in VOC's inclusive 1-based pixel
+    coordinates (floats allowed: the width is ``x2 - x1 + 1``) and its "difficult" flag."""
+
+    image: np.ndarray
+    label: np.ndarray
+    boxes: np.ndarray
+    difficult: np.ndarray
+
+
+class VOCDetections(NamedTuple):
+    """Detections, flat as :class:`VOCGroundTruth`, with full-precision scores."""
+
+    image: np.ndarray
+    label: np.ndarray
+    boxes: np.ndarray
+    score: np.ndarray
+
+
+def voc_detection_order(dt: VOCDetections) -> np.ndarray:
+    """The order in which VOC's greedy matching takes detections: descending score; equal
+    scores by the image's position in the image set, then by x1, y1, x2, y2 (ascending).
+
+    The tie order is a function of the detections themselves, not of their position in the
+    input, so the same detections in any order give the same AP (detections equal in all of
+    these are interchangeable). Detectron2's ``voc_eval`` sorts with NumPy's unstable
+    quicksort on scores it wrote with 3 decimals, where ties are common.
+    """
+    x1, y1, x2, y2 = dt.boxes.T
+    return np.lexsort((y2, x2, y1, x1, dt.image, -dt.score))
+
+
+def _voc_tp_fp(gt: VOCGroundTruth, dt: VOCDetections, thresholds: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``voc_eval``'s true / false positive flags, ``[threshold, detection]`` in match order,
+    for one class: each detection looks at the object of its image it overlaps most (the
+    first in annotation order on equal IoU), taken or not; above ``IoU > t`` it is a true
+    positive if that object is free, ignored if it is difficult, a false positive otherwise.
+    That object and IoU do not depend on the threshold, so the greedy loop reduces to: the
+    first detection above ``t`` on each non-difficult object is its true positive.
+    """
+    order = voc_detection_order(dt)
+    image, boxes = dt.image[order], dt.boxes[order]
+    tp = np.zeros((len(thresholds), len(image)))
+    fp = np.ones_like(tp)
+    if not len(gt.image) or not len(image):
+        return tp, fp
+    # (n_dt, width): the objects of each detection's image, in annotation order, padded.
+    by_image = np.argsort(gt.image, kind="stable")
+    count = np.bincount(gt.image, minlength=int(max(image.max(), gt.image.max())) + 1)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    valid = np.arange(count.max()) < count[image][:, None]
+    gidx = by_image[np.where(valid, start[image][:, None] + np.arange(count.max()), 0)]
+    g, d = gt.boxes[gidx], boxes[:, None, :]
+    iw = np.maximum(np.minimum(g[..., 2], d[..., 2]) - np.maximum(g[..., 0], d[..., 0]) + 1.0, 0.0)
+    ih = np.maximum(np.minimum(g[..., 3], d[..., 3]) - np.maximum(g[..., 1], d[..., 1]) + 1.0, 0.0)
+    inter = iw * ih
+    area = lambda b: (b[..., 2] - b[..., 0] + 1.0) * (b[..., 3] - b[..., 1] + 1.0)  # noqa: E731
+    iou = np.where(valid, inter / (area(d) + area(g) - inter), -np.inf)
+    rows = np.arange(len(image))
+    best = np.argmax(iou, axis=1)  # the first of equal maxima, as voc_eval's argmax
+    best_iou, target = iou[rows, best], gidx[rows, best]
+    difficult = gt.difficult[target]
+    for i, t in enumerate(thresholds):
+        above = best_iou > t
+        hits = np.flatnonzero(above & ~difficult)
+        first = hits[np.unique(target[hits], return_index=True)[1]]
+        tp[i, first] = 1.0
+        fp[i, above & difficult] = 0.0
+        fp[i, first] = 0.0
+    return tp, fp
+
+
+def voc_iou_sweep(gt: VOCGroundTruth, dt: VOCDetections, class_names: Sequence[str]) -> Dict[str, APSweep]:
     """VOC-rule AP at each IoU of the sweep, as ``{"voc07": 11-point, "voc_area": area}``.
 
-    The files are the ones Detectron2's ``voc_eval`` reads: ``det_file_template.format(cls)``
-    holds "image_id score x1 y1 x2 y2" lines (1-based VOC pixels), ``anno_file_template``
-    the VOC xml of each image named in ``image_set_path``.
+    The rules of the VOC devkit as Detectron2's ``voc_eval`` implements them (greedy by
+    score, ``IoU > t`` with the +1 pixel convention, "difficult" objects neither found nor
+    missed, AP from ``voc_ap``), computed from arrays rather than its text files: scores keep
+    full precision and ties follow :func:`voc_detection_order`, so the result does not depend
+    on the order of the detections. Without equal scores it equals ``voc_eval`` on the same
+    boxes and scores. Classes without a non-difficult object are NaN.
     """
     thresholds = _all_thresholds()
-    with open(image_set_path) as f:
-        image_names = [line.strip() for line in f if line.strip()]
-    positives = defaultdict(int)  # class -> non-difficult objects; voc_eval divides by it
-    for name in image_names:
-        for obj in parse_rec(anno_file_template.format(name)):
-            positives[obj["name"]] += not obj["difficult"]
     tables = {"voc07": np.full((len(thresholds), len(class_names)), np.nan)}
     tables["voc_area"] = tables["voc07"].copy()
-    for k, cls in enumerate(class_names):
-        if positives[cls] == 0:
+    for k in range(len(class_names)):
+        in_gt, in_dt = gt.label == k, dt.label == k
+        npos = int(np.count_nonzero(in_gt & ~gt.difficult))
+        if npos == 0:
             continue  # AP is undefined for a class with no ground truth: stays NaN
-        for i, t in enumerate(thresholds):
-            rec, prec, ap_area = voc_eval(
-                det_file_template,
-                anno_file_template,
-                image_set_path,
-                cls,
-                ovthresh=float(t),
-                use_07_metric=False,
-            )
-            tables["voc_area"][i, k] = ap_area
+        tp, fp = _voc_tp_fp(VOCGroundTruth(*(a[in_gt] for a in gt)), VOCDetections(*(a[in_dt] for a in dt)), thresholds)
+        tp, fp = np.cumsum(tp, axis=1), np.cumsum(fp, axis=1)
+        for i in range(len(thresholds)):
+            # voc_eval's curve: eps avoids 0/0 where the first detections hit difficult objects.
+            rec, prec = tp[i] / npos, tp[i] / np.maximum(tp[i] + fp[i], np.finfo(np.float64).eps)
+            tables["voc_area"][i, k] = voc_ap(rec, prec, use_07_metric=False)
             tables["voc07"][i, k] = voc_ap(rec, prec, use_07_metric=True)
     return {metric: _sweep_from_table(table, thresholds, class_names) for metric, table in tables.items()}
 
 
 class PascalVOCIoUSweepEvaluator(PascalVOCDetectionEvaluator):
-    """:class:`PascalVOCDetectionEvaluator` reporting AP at IoU 0.1..0.9 and 0.50:0.95.
+    """VOC-rule AP at IoU 0.1..0.9 and 0.50:0.95 of a Pascal VOC dataset, order-free.
 
     Both AP definitions are reported whatever the dataset's year: "bbox_iou_voc07"
-    (VOC2007's 11-point) and "bbox_iou_voc_area" (VOC2010+'s area under the curve).
-    Predictions are collected by the parent's ``process`` and matched by ``voc_eval``.
+    (VOC2007's 11-point) and "bbox_iou_voc_area" (VOC2010+'s area under the curve). Run it
+    beside Detectron2's :class:`PascalVOCDetectionEvaluator` (``DatasetEvaluators``, as
+    ``TEST.IOU_SWEEP`` does), whose "bbox" AP / AP50 / AP75 it leaves alone: the dataset's
+    files are read as the parent reads them, but predictions are kept at full precision and
+    matched by :func:`voc_iou_sweep`, so that the same detections in another order give
+    the same AP.
     """
 
+    def reset(self) -> None:
+        # (class index, image id, score, x1, y1, x2, y2) per detection, in VOC's 1-based pixels
+        self._detections: List[Tuple] = []
+
+    def process(self, inputs, outputs) -> None:
+        for inp, out in zip(inputs, outputs):
+            instances = out["instances"].to(self._cpu_device)
+            boxes = instances.pred_boxes.tensor.numpy().astype(np.float64)
+            boxes[:, :2] += 1  # the inverse of the loader's 0-based xmin/ymin, as the parent does
+            for box, score, cls in zip(boxes.tolist(), instances.scores.tolist(), instances.pred_classes.tolist()):
+                self._detections.append((cls, inp["image_id"], score, *box))
+
     def evaluate(self) -> Dict[str, Dict[str, float]]:
-        all_predictions = comm.gather(self._predictions, dst=0)
-        if not comm.is_main_process():
+        detections = gather_predictions(self._detections, distributed=True)
+        if detections is None:
             return {}
-        lines = defaultdict(list)
-        for per_rank in all_predictions:
-            for cls_id, cls_lines in per_rank.items():
-                lines[cls_id].extend(cls_lines)
-        with tempfile.TemporaryDirectory(prefix="voc_iou_sweep_") as tmp:
-            template = os.path.join(tmp, "{}.txt")
-            for cls_id, cls_name in enumerate(self._class_names):
-                with open(template.format(cls_name), "w") as f:
-                    f.write("\n".join(lines.get(cls_id, [])))
-            sweeps = voc_iou_sweep(
-                template, self._anno_file_template, self._image_set_path, self._class_names
+        with open(self._image_set_path) as f:
+            image_names = [line.strip() for line in f if line.strip()]
+        position = {name: i for i, name in enumerate(image_names)}
+        label = {name: k for k, name in enumerate(self._class_names)}
+        objects = [
+            (i, obj)
+            for i, name in enumerate(image_names)
+            for obj in parse_rec(self._anno_file_template.format(name))
+            if obj["name"] in label
+        ]
+        gt = VOCGroundTruth(
+            image=np.array([i for i, _ in objects], dtype=np.int64),
+            label=np.array([label[obj["name"]] for _, obj in objects], dtype=np.int64),
+            boxes=np.array([obj["bbox"] for _, obj in objects], dtype=np.float64).reshape(-1, 4),
+            difficult=np.array([bool(obj["difficult"]) for _, obj in objects], dtype=bool),
+        )
+        unknown = {str(d[1]) for d in detections} - set(position)
+        if unknown:
+            raise KeyError(
+                f"PascalVOCIoUSweepEvaluator: image ids {sorted(unknown)[:5]} are not in {self._image_set_path}."
             )
+        dt = VOCDetections(
+            image=np.array([position[str(d[1])] for d in detections], dtype=np.int64),
+            label=np.array([d[0] for d in detections], dtype=np.int64),
+            boxes=np.array([d[3:] for d in detections], dtype=np.float64).reshape(-1, 4),
+            score=np.array([d[2] for d in detections], dtype=np.float64),
+        )
+        sweeps = voc_iou_sweep(gt, dt, self._class_names)
         return {f"bbox_iou_{metric}": sweep.to_dict() for metric, sweep in sweeps.items()}
 
 
 def coco_voc_iou_sweep(coco_gt: COCO, coco_results: List[dict]) -> Dict[str, APSweep]:
     """VOC-rule sweeps (``{"voc07", "voc_area"}``) for COCO-format ground truth and results.
 
-    The ground truth is written as VOC xml (integer 1-based pixel boxes, as the VOC devkit
-    requires: COCO boxes are rounded to the pixel; crowd boxes become "difficult", which
-    VOC ignores as COCO ignores crowds), detections in the devkit's text format, and
-    :func:`voc_iou_sweep` runs on those files. Classes are written as ``c<index>`` so that
-    any category name is a safe file name.
+    A COCO box ``[x, y, w, h]`` (continuous) becomes the VOC box ``(x + 1, y + 1, x + w,
+    y + h)``, whose +1-convention width is ``w`` again: IoUs are COCO's, not rounded to the
+    pixel (rounding moves AP at IoU 0.9 by points). Crowd objects are "difficult", which VOC
+    ignores as COCO ignores crowds; images are in ``getImgIds()`` order for the tie order.
     """
     cat_ids = sorted(coco_gt.getCatIds())
-    tag = {cat: f"c{k}" for k, cat in enumerate(cat_ids)}
+    label = {cat: k for k, cat in enumerate(cat_ids)}
     unknown = {r["category_id"] for r in coco_results} - set(cat_ids)
     if unknown:
         raise ValueError(f"results use category ids {sorted(unknown)} that the ground truth does not define")
-    with tempfile.TemporaryDirectory(prefix="coco_as_voc_") as tmp:
-        anno_template = os.path.join(tmp, "{}.xml")
-        image_set = os.path.join(tmp, "images.txt")
-        for img_id in coco_gt.getImgIds():
-            root = ET.Element("annotation")
-            for ann in coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=[img_id])):
-                x, y, w, h = ann["bbox"]
-                obj = ET.SubElement(root, "object")
-                fields = {
-                    "name": tag[ann["category_id"]],
-                    "pose": "Unspecified",
-                    "truncated": 0,
-                    "difficult": int(ann.get("iscrowd", 0)),
-                }
-                for key, value in fields.items():
-                    ET.SubElement(obj, key).text = str(value)
-                box = ET.SubElement(obj, "bndbox")
-                corners = (round(x) + 1, round(y) + 1, round(x + w), round(y + h))
-                for key, value in zip(("xmin", "ymin", "xmax", "ymax"), corners):
-                    ET.SubElement(box, key).text = str(value)
-            ET.ElementTree(root).write(anno_template.format(img_id))
-        with open(image_set, "w") as f:
-            f.write("\n".join(str(i) for i in coco_gt.getImgIds()))
-        det_template = os.path.join(tmp, "{}.txt")
-        by_class = defaultdict(list)
-        for r in coco_results:
-            x, y, w, h = r["bbox"]
-            by_class[tag[r["category_id"]]].append(
-                f"{r['image_id']} {r['score']:.6f} {x + 1:.2f} {y + 1:.2f} {x + w:.2f} {y + h:.2f}"
-            )
-        for cat in cat_ids:
-            with open(det_template.format(tag[cat]), "w") as f:
-                f.write("\n".join(by_class[tag[cat]]))
-        sweeps = voc_iou_sweep(det_template, anno_template, image_set, [tag[c] for c in cat_ids])
-    parse_rec.cache_clear()  # its cache is keyed by path, and these files are gone
-    names = {tag[c]: coco_gt.cats[c]["name"] for c in cat_ids}
-    for sweep in sweeps.values():
-        sweep.per_class = {names[t]: v for t, v in sweep.per_class.items()}
-        sweep.per_class_coco = {names[t]: v for t, v in sweep.per_class_coco.items()}
-    return sweeps
+    position = {img: i for i, img in enumerate(coco_gt.getImgIds())}
+
+    def voc_boxes(xywh: List[List[float]]) -> np.ndarray:
+        x, y, w, h = np.array(xywh, dtype=np.float64).reshape(-1, 4).T
+        return np.stack([x + 1, y + 1, x + w, y + h], axis=1)
+
+    anns = coco_gt.loadAnns(coco_gt.getAnnIds(imgIds=list(position)))
+    gt = VOCGroundTruth(
+        image=np.array([position[a["image_id"]] for a in anns], dtype=np.int64),
+        label=np.array([label[a["category_id"]] for a in anns], dtype=np.int64),
+        boxes=voc_boxes([a["bbox"] for a in anns]),
+        difficult=np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
+    )
+    dt = VOCDetections(
+        image=np.array([position[r["image_id"]] for r in coco_results], dtype=np.int64),
+        label=np.array([label[r["category_id"]] for r in coco_results], dtype=np.int64),
+        boxes=voc_boxes([r["bbox"] for r in coco_results]),
+        score=np.array([r["score"] for r in coco_results], dtype=np.float64),
+    )
+    return voc_iou_sweep(gt, dt, [coco_gt.cats[c]["name"] for c in cat_ids])

@@ -39,7 +39,8 @@ __all__ = ["KAISTEvaluator", "RESULT_KEYS"]
 
 logger = logging.getLogger(__name__)
 
-#: Key in the returned results for each setting of ``kaist_eval_full.m``.
+#: Key in the returned results for each setting of ``kaist_eval_full.m`` (the CLI's, from
+#: ``kaisteval.protocol.RESULT_KEYS``, restated so that importing detpre needs no kaisteval).
 RESULT_KEYS = OrderedDict(
     [
         ("Reasonable-all", "MR_all"),
