@@ -6,7 +6,7 @@ PYTHON ?= python3.10
 VENV ?= .venv
 VPY := $(VENV)/bin/python
 
-.PHONY: install test test-all demo clean
+.PHONY: install lint test demo clean
 
 install:
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,12 @@ install:
 	$(VPY) -m pip install -r requirements.txt
 	$(VPY) -m pip install --no-deps -e .
 
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 test:
-	$(VPY) -m pytest -q tests
+	$(VENV)/bin/pytest -q tests
 
 demo:
 	$(VPY) tools/demo.py --output-dir output/demo

@@ -5,6 +5,7 @@ Detectron2 is deliberately *not* in ``install_requires``: no distribution called
 ``make install`` (requirements.txt); GPU clusters build Detectron2 from source. torch is
 left out for the same reason: the right build depends on the Detectron2 it must match.
 """
+
 from setuptools import find_packages, setup
 
 setup(

@@ -14,6 +14,7 @@ ImageNet backbone frozen (AlignDet's default) and trained (``FREEZE_BACKBONE Fal
 Prints seconds per iteration of each and the ratio to the supervised step (goal < 1.6),
 all taken in this run, interleaved so that machine load hits every side alike.
 """
+
 import argparse
 import copy
 from typing import Dict, List
@@ -43,8 +44,14 @@ def side_cfg(args: argparse.Namespace, side: str) -> CfgNode:
     # Random init: the cost does not depend on it. A randomly initialised FrozenBN ResNet has
     # no normalisation at all and diverges within a few steps; GN (as detpre's from-scratch
     # configs) keeps random weights trainable.
-    opts = ["MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS", "", "MODEL.RESNETS.NORM", args.norm,
-            "MODEL.BOX_DOMAIN.FREEZE_BACKBONE", str(side == "box-domain, frozen backbone")]
+    opts = [
+        "MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS",
+        "",
+        "MODEL.RESNETS.NORM",
+        args.norm,
+        "MODEL.BOX_DOMAIN.FREEZE_BACKBONE",
+        str(side == "box-domain, frozen backbone"),
+    ]
     cfg = detpre_cfg(PRETRAIN, args.device, opts + args.opts)
     if side == "supervised":  # the wrapped detector alone
         cfg.MODEL.META_ARCHITECTURE = cfg.MODEL.BOX_DOMAIN.DETECTOR_ARCHITECTURE

@@ -7,8 +7,10 @@ A synthetic COCO-val-like set (``--images`` images of 640x480, 1-15 objects of 8
 each) and noisy detections (``--detections`` an image, the true boxes jittered plus false
 positives) are scored with Detectron2's C++ ``COCOeval_opt`` and with pycocotools'
 ``COCOeval`` (what ``COCOEvaluator`` runs with ``use_fast_impl`` on and off), then by
-detpre's IoU sweep (0.1..0.9 and 0.5:0.95, on the fast path). Prints seconds for each, the ratio, and checks that both give the same AP.
+detpre's IoU sweep (0.1..0.9 and 0.5:0.95, on the fast path). Prints seconds for each, the
+ratio, and checks that both give the same AP.
 """
+
 import argparse
 import contextlib
 import io
@@ -36,15 +38,25 @@ def synthetic(images: int, detections: int, seed: int = 0):
         wh = rng.uniform(8, 240, (n, 2))
         classes = rng.integers(1, 81, n)
         for box, c in zip(np.hstack([xy, wh]), classes):
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i, "category_id": int(c),
-                                      "bbox": box.tolist(), "area": float(box[2] * box[3]), "iscrowd": 0})
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": i,
+                    "category_id": int(c),
+                    "bbox": box.tolist(),
+                    "area": float(box[2] * box[3]),
+                    "iscrowd": 0,
+                }
+            )
         jitter = np.hstack([xy, wh]) + rng.normal(0, 6, (n, 4))
         false = np.hstack([rng.uniform(0, 400, (detections - n, 2)), rng.uniform(8, 240, (detections - n, 2))])
         boxes = np.vstack([jitter, false])
         labels = np.concatenate([classes, rng.integers(1, 81, detections - n)])
         scores = np.concatenate([rng.uniform(0.5, 1, n), rng.uniform(0, 0.8, detections - n)])
-        results += [{"image_id": i, "category_id": int(c), "bbox": b.tolist(), "score": float(s)}
-                    for b, c, s in zip(boxes, labels, scores)]
+        results += [
+            {"image_id": i, "category_id": int(c), "bbox": b.tolist(), "score": float(s)}
+            for b, c, s in zip(boxes, labels, scores)
+        ]
     coco = COCO()
     coco.dataset = gt
     with contextlib.redirect_stdout(io.StringIO()):
@@ -81,7 +93,9 @@ def main() -> None:
     print(f"{args.images} images, {len(results)} detections, AP {100 * fast.stats[0]:.2f} (both paths)")
     print(f"Detectron2 fast path (COCOeval_opt): {fast_s:.1f} s")
     print(f"pycocotools COCOeval:                {slow_s:.1f} s  (fast path is {slow_s / fast_s:.1f}x faster)")
-    print(f"detpre IoU sweep 0.1..0.9 + 0.5:0.95 on the fast path: {sweep_s:.1f} s ({sweep_s / fast_s:.2f}x the standard)")
+    print(
+        f"detpre IoU sweep 0.1..0.9 + 0.5:0.95 on the fast path: {sweep_s:.1f} s ({sweep_s / fast_s:.2f}x the standard)"
+    )
 
 
 if __name__ == "__main__":

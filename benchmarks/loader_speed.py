@@ -14,6 +14,7 @@ Two comparisons, each taken in this run with rounds alternating between the side
 
 Prints samples/s (medians over rounds) and detpre / Detectron2.
 """
+
 import argparse
 import itertools
 import os
@@ -70,8 +71,14 @@ def with_proposals(dicts: List[Dict]) -> List[Dict]:
     out = []
     for d in dicts:
         boxes = np.array([BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in d["annotations"]])
-        out.append(dict(d, proposal_boxes=boxes.reshape(-1, 4), proposal_objectness_logits=np.zeros(len(boxes)),
-                        proposal_bbox_mode=BoxMode.XYXY_ABS))
+        out.append(
+            dict(
+                d,
+                proposal_boxes=boxes.reshape(-1, 4),
+                proposal_objectness_logits=np.zeros(len(boxes)),
+                proposal_bbox_mode=BoxMode.XYXY_ABS,
+            )
+        )
     return out
 
 
@@ -89,8 +96,8 @@ def main() -> None:
         cfg = config(workers, "bench_demo_train")
         batch = cfg.SOLVER.IMS_PER_BATCH
         sides = {
-            "Detectron2 loader": lambda: build_detection_train_loader(cfg, mapper=DatasetMapper(cfg, True)),
-            "detpre resumable loader": lambda: build_resumable_train_loader(cfg, DatasetMapper(cfg, True)),
+            "Detectron2 loader": lambda cfg=cfg: build_detection_train_loader(cfg, mapper=DatasetMapper(cfg, True)),
+            "detpre resumable loader": lambda cfg=cfg: build_resumable_train_loader(cfg, DatasetMapper(cfg, True)),
         }
         rates: Dict[str, List[float]] = {k: [] for k in sides}
         for _ in range(args.rounds):
@@ -99,11 +106,15 @@ def main() -> None:
         medians = {k: statistics.median(v) for k, v in rates.items()}
         for name, rate in medians.items():
             print(f"workers={workers} {name:>24}: {rate:7.1f} samples/s")
-        print(f"workers={workers} detpre/Detectron2: {medians['detpre resumable loader'] / medians['Detectron2 loader']:.2f}")
+        ratio = medians["detpre resumable loader"] / medians["Detectron2 loader"]
+        print(f"workers={workers} detpre/Detectron2: {ratio:.2f}")
 
     cfg = config(0, "bench_demo_train")
     dicts = with_proposals(DatasetCatalog.get("bench_demo_train")[:200])
-    mappers = {"Detectron2 DatasetMapper": DatasetMapper(cfg, True), "TwoViewDatasetMapper": TwoViewDatasetMapper(cfg, True)}
+    mappers = {
+        "Detectron2 DatasetMapper": DatasetMapper(cfg, True),
+        "TwoViewDatasetMapper": TwoViewDatasetMapper(cfg, True),
+    }
     rates = {k: [] for k in mappers}
     for _ in range(args.rounds):
         for name, mapper in mappers.items():

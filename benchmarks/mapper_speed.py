@@ -57,9 +57,7 @@ def samples_per_second(mapper: Callable, dicts: List[Dict], passes: int, seed: i
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--root", default=str(SHARED / "kaist-fixture"), help="KAIST root")
     parser.add_argument("--image-set", default="test-fixture", help="image set under ROOT/imageSets")
     parser.add_argument("--min-size", type=int, default=800, help="INPUT.MIN_SIZE_TRAIN (default 800)")
@@ -71,15 +69,11 @@ def main() -> None:
     dicts = DatasetCatalog.get("kaist_benchmark")
     mappers = {
         "Detectron2 DatasetMapper (BGR)": DatasetMapper(build_cfg("BGR", args.min_size), is_train=True),
-        "detpre multispectral (BGRT)": MultispectralDatasetMapper(
-            build_cfg("BGRT", args.min_size), is_train=True
-        ),
-        "detpre multispectral (BGRTTT)": MultispectralDatasetMapper(
-            build_cfg("BGRTTT", args.min_size), is_train=True
-        ),
+        "detpre multispectral (BGRT)": MultispectralDatasetMapper(build_cfg("BGRT", args.min_size), is_train=True),
+        "detpre multispectral (BGRTTT)": MultispectralDatasetMapper(build_cfg("BGRTTT", args.min_size), is_train=True),
     }
     rates: Dict[str, List[float]] = {name: [] for name in mappers}
-    for name, mapper in mappers.items():  # warm-up: file cache, lazy imports
+    for mapper in mappers.values():  # warm-up: file cache, lazy imports
         samples_per_second(mapper, dicts, 1, 0)
     for round_index in range(args.rounds):
         for name, mapper in mappers.items():

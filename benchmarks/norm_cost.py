@@ -11,6 +11,7 @@ would leave a random network unnormalised). Each is stepped by detpre's training
 a GPU in the config's mixed precision; ``--opts`` changes any key of both), on the same
 synthetic batch, rounds interleaved; prints s/iter and the ratio GN / BN.
 """
+
 import argparse
 
 from train_step import add_step_arguments, compare_in_rounds, detpre_cfg, detpre_trainer, synthetic_batch

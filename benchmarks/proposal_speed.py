@@ -8,6 +8,7 @@ filtering) over the same images with each worker count, a fresh output each time
 real KAIST fixture frames (640x512, visible) when given, else the 128 px demo images.
 Prints images/s, images/s per worker and the speed-up over one worker, all from this run.
 """
+
 import argparse
 import os
 import sys
@@ -54,8 +55,10 @@ def main() -> None:
             compute_proposals(dicts, os.path.join(tmp, "p.pkl"), settings, workers=workers)
             rate = len(dicts) / (time.perf_counter() - start)
         base = base or rate
-        print(f"workers={workers}: {rate:.2f} images/s, {rate / workers:.2f} per worker, "
-              f"speed-up {rate / base:.2f} ({len(dicts)} images, max side {args.max_size})")
+        print(
+            f"workers={workers}: {rate:.2f} images/s, {rate / workers:.2f} per worker, "
+            f"speed-up {rate / base:.2f} ({len(dicts)} images, max side {args.max_size})"
+        )
     print(f"cpus={os.cpu_count()}")
 
 

@@ -22,6 +22,7 @@ iteration that gathers the losses adds one per loss, so with ``SOLVER.GATHER_MET
 20 the count is that of the 19 iterations in 20 that do not).
 Prints s/iter, images/s, peak memory and the ratio to Detectron2, all from this run.
 """
+
 import argparse
 import copy
 import multiprocessing
@@ -213,13 +214,19 @@ def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--height", type=int, default=800)
     parser.add_argument("--width", type=int, default=1333)
-    parser.add_argument("--opts", nargs="+", default=[], metavar="KEY VALUE", help="config overrides of every detpre side")
+    parser.add_argument(
+        "--opts", nargs="+", default=[], metavar="KEY VALUE", help="config overrides of every detpre side"
+    )
 
 
 def print_environment(args: argparse.Namespace) -> None:
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device={device} torch={torch.__version__} detectron2={detectron2.__version__} "
-          f"batch={args.ims_per_batch} size={args.height}x{args.width}")
+    device = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"device={device} torch={torch.__version__} detectron2={detectron2.__version__} "
+        f"batch={args.ims_per_batch} size={args.height}x{args.width}"
+    )
 
 
 def compare_in_rounds(trainers: Dict[str, SimpleTrainer], baseline: str, rounds: int, args: argparse.Namespace) -> None:
@@ -231,8 +238,10 @@ def compare_in_rounds(trainers: Dict[str, SimpleTrainer], baseline: str, rounds:
             times[side].append(time_steps(trainer, args.iters, args.warmup, args.device).seconds)
     best = {side: min(t) for side, t in times.items()}
     for side, seconds in best.items():
-        print(f"{side:>30}: {seconds:.3f} s/iter, {args.ims_per_batch / seconds:.3f} images/s, "
-              f"ratio to {baseline} {seconds / best[baseline]:.2f}")
+        print(
+            f"{side:>30}: {seconds:.3f} s/iter, {args.ims_per_batch / seconds:.3f} images/s, "
+            f"ratio to {baseline} {seconds / best[baseline]:.2f}"
+        )
     print_environment(args)
 
 
@@ -240,8 +249,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_step_arguments(parser)
     names = [name for name, _ in RUNGS]
-    parser.add_argument("--rungs", nargs="+", default=names, choices=names, metavar="RUNG",
-                        help=f"rungs to run (each includes the switches of the rungs before it): {names}")
+    parser.add_argument(
+        "--rungs",
+        nargs="+",
+        default=names,
+        choices=names,
+        metavar="RUNG",
+        help=f"rungs to run (each includes the switches of the rungs before it): {names}",
+    )
     parser.add_argument("--check-iters", type=int, default=3, help="iterations whose losses are compared")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", default=DETPRE_CONFIG, help="detpre's config for the same model")
@@ -263,13 +278,17 @@ def main() -> None:
     # Losses are compared with detpre's full-precision rung: Detectron2's config feeds the
     # network pixels not divided by the ImageNet std (PIXEL_STD 1), detpre's does.
     reference = results.get("detpre fp32", base)
-    print(f"{'rung':>28} | s/iter | images/s | vs {args.rungs[0]} | peak MiB | syncs/step | "
-          f"losses of the first {args.check_iters} iterations (max rel. diff to detpre fp32)")
+    print(
+        f"{'rung':>28} | s/iter | images/s | vs {args.rungs[0]} | peak MiB | syncs/step | "
+        f"losses of the first {args.check_iters} iterations (max rel. diff to detpre fp32)"
+    )
     for name, m in results.items():
         diff = max((abs(a - b) / abs(b) for a, b in zip(m.losses, reference.losses)), default=float("nan"))
-        print(f"{name:>28} | {m.seconds:6.3f} | {args.ims_per_batch / m.seconds:8.2f} | "
-              f"{base.seconds / m.seconds:8.2f}x | {m.peak_mb:8.0f} | {m.syncs:10d} | "
-              f"{' '.join(f'{v:.4f}' for v in m.losses)} ({diff:.4f})")
+        print(
+            f"{name:>28} | {m.seconds:6.3f} | {args.ims_per_batch / m.seconds:8.2f} | "
+            f"{base.seconds / m.seconds:8.2f}x | {m.peak_mb:8.0f} | {m.syncs:10d} | "
+            f"{' '.join(f'{v:.4f}' for v in m.losses)} ({diff:.4f})"
+        )
     print_environment(args)
 
 

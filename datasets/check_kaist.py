@@ -22,7 +22,6 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List, Set
 
-from detpre.data.image_io import read_image
 from detpre.data.datasets.kaist import (
     ANNOTATION_VERSIONS,
     IMAGE_SIZE,
@@ -31,6 +30,7 @@ from detpre.data.datasets.kaist import (
     read_image_set,
     read_objects,
 )
+from detpre.data.image_io import read_image
 
 _IMAGE_RE = re.compile(r"^(set\d{2})/(V\d{3})/(visible|lwir)/(I\d{5})\.jpg$")
 # How each annotation format names the frame of a file, relative to its directory.
@@ -96,9 +96,7 @@ def check_images(root: Path, frames: Dict[KAISTFrame, Set[str]], report: Report,
                 )
         if len(found) == 2 and found["visible"] != found["lwir"]:
             (vw, vh), (tw, th) = found["visible"], found["lwir"]
-            report.problem(
-                "size mismatch", f"{frame.key}: visible frame is {vw}x{vh} but lwir frame is {tw}x{th}"
-            )
+            report.problem("size mismatch", f"{frame.key}: visible frame is {vw}x{vh} but lwir frame is {tw}x{th}")
 
 
 def check_annotation(path: Path, fmt: str, report: Report) -> None:
@@ -182,9 +180,7 @@ def check_image_sets(
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="KAIST root (holding images/, imageSets/, annotations*/)")
     parser.add_argument("--quick", action="store_true", help="skip image sizes and annotation parsing")
     parser.add_argument("--max-listed", type=int, default=20, help="problems listed per kind (default 20)")
@@ -199,9 +195,7 @@ def main(argv=None) -> int:
     per_modality = Counter(m for modalities in frames.values() for m in modalities)
     day = sum(f.day for f in frames)
     sets = sorted({f.set_id for f in frames})
-    print(
-        f"{root}: {len(frames)} frames in images/ ({day} day, {len(frames) - day} night; sets {', '.join(sets)})"
-    )
+    print(f"{root}: {len(frames)} frames in images/ ({day} day, {len(frames) - day} night; sets {', '.join(sets)})")
     print("  modalities: " + ", ".join(f"{m} {per_modality[m]}" for m in MODALITIES))
     check_images(root, frames, report, sizes=not args.quick)
     print("annotation versions:")

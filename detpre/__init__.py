@@ -3,6 +3,7 @@
 Importing the package registers every detpre component with Detectron2's registries
 (backbones, ROI heads, datasets), the way Detectron2's own ``projects/`` do.
 """
+
 try:
     import detectron2  # noqa: F401
 except ImportError as e:  # pragma: no cover - exercised only without Detectron2
@@ -14,8 +15,8 @@ except ImportError as e:  # pragma: no cover - exercised only without Detectron2
         "(`python -m pip install -e <detectron2 checkout>`), then `pip install -e .` here."
     ) from e
 
-from .config import add_detpre_config
 from . import data, modeling  # noqa: F401  (registers datasets, backbones, heads)
+from .config import add_detpre_config
 
 __all__ = ["add_detpre_config"]
 __version__ = "0.1.0"

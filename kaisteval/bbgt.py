@@ -118,7 +118,9 @@ def parse_bbgt(text: str, source: str = "<string>") -> List[BBGTObject]:
         if not all(math.isfinite(n) for n in nums):
             raise BBGTFormatError(f"{source}:{lineno}: non-finite number in {line.strip()!r}")
         if not (nums[4].is_integer() and 0 <= nums[4] < 2**31):
-            raise BBGTFormatError(f"{source}:{lineno}: occlusion must be a small non-negative integer in {line.strip()!r}")
+            raise BBGTFormatError(
+                f"{source}:{lineno}: occlusion must be a small non-negative integer in {line.strip()!r}"
+            )
         if nums[2] < 0 or nums[3] < 0:
             raise BBGTFormatError(f"{source}:{lineno}: negative box size in {line.strip()!r}")
         extra = {}
@@ -181,7 +183,9 @@ def _decode(data: bytes, path: PathLike) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise BBGTFormatError(f"{os.fspath(path)}: not a UTF-8 text file (byte {e.start}): not a bbGt annotation") from None
+        raise BBGTFormatError(
+            f"{os.fspath(path)}: not a UTF-8 text file (byte {e.start}): not a bbGt annotation"
+        ) from None
 
 
 def _fast_path_valid(table: np.ndarray) -> bool:
@@ -225,7 +229,9 @@ def read_bbgt_many(paths: Sequence[PathLike]) -> Tuple[np.ndarray, BBGTArrays]:
         # Read those files strictly: the parser names the offending line (or reads a number
         # that numpy could not).
         for i in np.flatnonzero(counts):
-            slow.append((i, objects_to_arrays(parse_bbgt(_decode(_read_bytes(paths[i]), paths[i]), os.fspath(paths[i])))))
+            slow.append(
+                (i, objects_to_arrays(parse_bbgt(_decode(_read_bytes(paths[i]), paths[i]), os.fspath(paths[i]))))
+            )
         counts[:] = 0
         labels, table = [], np.zeros(0)
     table = table.reshape(-1, 11)

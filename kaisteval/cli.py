@@ -13,8 +13,14 @@ import sys
 from typing import Dict, List, NamedTuple, Optional, Sequence
 
 from .bbgt import BBGTFormatError
-from .detections import DEFAULT_BASES, DetectionFormatError, Detections, parse_detections, read_result_text
-from .detections import sniff_format
+from .detections import (
+    DEFAULT_BASES,
+    DetectionFormatError,
+    Detections,
+    parse_detections,
+    read_result_text,
+    sniff_format,
+)
 from .evaluate import SettingResult, evaluate, load_ground_truth, summary
 from .frames import Frame, read_image_set
 from .protocol import SETTINGS, GroundTruth

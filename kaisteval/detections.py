@@ -142,8 +142,7 @@ def _read_json(path: str, text: str, n_frames: int, base: int) -> Detections:
                 ok = False
             if not ok:
                 raise DetectionFormatError(
-                    f"{path}: entry {k}: expected {{'image_id': int, 'bbox': [x, y, w, h], 'score': float}}, "
-                    f"got {e!r}"
+                    f"{path}: entry {k}: expected {{'image_id': int, 'bbox': [x, y, w, h], 'score': float}}, got {e!r}"
                 ) from None
         raise  # pragma: no cover
     return _check(table[:, 0], table[:, 1:5], table[:, 5], n_frames, lambda i: f"{path}: entry {i}", base)
@@ -167,7 +166,7 @@ def read_result_text(path: str) -> str:
 
 
 def sniff_format(text: str) -> str:
-    """"json" for a JSON list or object, else "txt"."""
+    """ "json" for a JSON list or object, else "txt"."""
     return "json" if text.lstrip()[:1] in ("[", "{") else "txt"
 
 

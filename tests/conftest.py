@@ -1,11 +1,27 @@
-"""Shared fixtures: the real KAIST data beside the checkout, and fresh configs."""
+"""Shared fixtures: the real KAIST data beside the checkout, fresh configs, the tools by path."""
+
+import importlib.util
 import logging
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def load_tool(name: str) -> ModuleType:
+    """``tools/<name>.py`` as a module, loaded by path: ``tools/`` is not a package (Detectron2's
+    wheel installs a top-level ``tools`` package of its own)."""
+    module_name = f"detpre_tool_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, REPO / "tools" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
 
 
 def shared_data_dir() -> Path:
@@ -36,10 +52,18 @@ def cfg():
 DEMO_CONFIG = REPO / "configs" / "Demo" / "faster_rcnn_R18_FPN_scratch.yaml"
 # The demo detector made tinier still, for tests that train it many times.
 TINY_DEMO_OPTS = [
-    "MODEL.DEVICE", "cpu",
-    "SOLVER.IMS_PER_BATCH", "2",
-    "INPUT.MIN_SIZE_TRAIN", "(96,)", "INPUT.MAX_SIZE_TRAIN", "128",
-    "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
+    "MODEL.DEVICE",
+    "cpu",
+    "SOLVER.IMS_PER_BATCH",
+    "2",
+    "INPUT.MIN_SIZE_TRAIN",
+    "(96,)",
+    "INPUT.MAX_SIZE_TRAIN",
+    "128",
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+    "64",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+    "32",
 ]
 
 

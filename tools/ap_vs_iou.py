@@ -15,6 +15,7 @@ COCO's protocol is the default; ``--voc`` adds the Pascal VOC matching rules wit
 the VOC07 11-point and the area AP. Where one model's curve falls faster than another's,
 its boxes are less precisely placed.
 """
+
 import argparse
 import json
 import sys
@@ -31,8 +32,13 @@ from detpre.utils.file_io import atomic_write
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gt", default="", help="COCO ground-truth json")
-    parser.add_argument("--results", action="append", required=True, metavar="[NAME=]PATH",
-                        help="COCO results json or Detectron2 inference dir; repeat for each model")
+    parser.add_argument(
+        "--results",
+        action="append",
+        required=True,
+        metavar="[NAME=]PATH",
+        help="COCO results json or Detectron2 inference dir; repeat for each model",
+    )
     parser.add_argument("--voc", action="store_true", help="also Pascal VOC rules (VOC07 11-point and area AP)")
     parser.add_argument("--per-class", action="store_true", help="print the per-class table too")
     parser.add_argument("--plot", default="", help="PNG of AP vs IoU, every model on one figure")

@@ -23,6 +23,7 @@ Activation maps (channel sum and top channel of ``--map-stage``) of both backbon
 ``--maps`` images or the ``--pair`` frames are drawn side by side. Everything is written
 to ``--output-dir`` (comparison.json, activation_maps.png) and summarized on stdout.
 """
+
 import argparse
 import json
 import os
@@ -34,8 +35,14 @@ from detectron2.config import CfgNode
 
 from detpre.analysis.activations import ActivationMaps, activation_maps
 from detpre.analysis.cka import cka_matrix
-from detpre.analysis.features import is_multispectral, list_images, load_backbone, load_image, pooled_features
-from detpre.analysis.features import stage_map
+from detpre.analysis.features import (
+    is_multispectral,
+    list_images,
+    load_backbone,
+    load_image,
+    pooled_features,
+    stage_map,
+)
 from detpre.analysis.neighbors import overlap_both_ways
 from detpre.analysis.plots import plot_activation_comparison
 from detpre.config import load_cfg
@@ -133,8 +140,16 @@ def main(argv=None) -> int:
     if args.images:
         report.update(
             compare_features(
-                a, b, args.images, args.stages, args.k, args.big_k, args.cache_dir or None,
-                args.size, args.batch_size, device,
+                a,
+                b,
+                args.images,
+                args.stages,
+                args.k,
+                args.big_k,
+                args.cache_dir or None,
+                args.size,
+                args.batch_size,
+                device,
             )
         )
     images = [(os.path.basename(p), p) for p in args.maps]
@@ -147,8 +162,10 @@ def main(argv=None) -> int:
         report["activation_maps"] = png
     (na, _, _), (nb, _, _) = a, b
     for stage, o in report.get("knn", {}).items():
-        print(f"{stage}: k-NN overlap (k={args.k} in K={args.big_k})  {na}->{nb} {o['a_to_b']:.3f}  "
-              f"{nb}->{na} {o['b_to_a']:.3f}")
+        print(
+            f"{stage}: k-NN overlap (k={args.k} in K={args.big_k})  {na}->{nb} {o['a_to_b']:.3f}  "
+            f"{nb}->{na} {o['b_to_a']:.3f}"
+        )
     for sa, row in report.get("cka", {}).items():
         print(f"linear CKA {na}.{sa} vs " + "  ".join(f"{nb}.{sb} {v:.3f}" for sb, v in row.items()))
     if "activation_maps" in report:

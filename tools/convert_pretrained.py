@@ -19,6 +19,7 @@ and, with ``--report``, written as JSON.
 The output is a Detectron2 checkpoint (``{"model": ...}``, exact key names) for
 ``MODEL.WEIGHTS`` of the fine-tuning config.
 """
+
 import argparse
 import json
 import sys
@@ -51,7 +52,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--config-file", default="", help="the fine-tuning config, to check shapes against")
     parser.add_argument("--report", default="", help="also write the report as this JSON file")
     parser.add_argument(
-        "--max-mismatched", type=float, default=0.05, metavar="FRACTION",
+        "--max-mismatched",
+        type=float,
+        default=0.05,
+        metavar="FRACTION",
         help="refuse when more than this fraction of the fine-tuning model's tensors would be re-initialised "
         "for another shape or absence (default %(default)s)",
     )
@@ -62,7 +66,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(report.summary())
     if args.report:
         with atomic_write(args.report) as f:
-            json.dump({"kept": report.kept, "dropped": report.dropped, "reinitialized": report.reinitialized}, f, indent=1)
+            json.dump(
+                {"kept": report.kept, "dropped": report.dropped, "reinitialized": report.reinitialized}, f, indent=1
+            )
     if target is not None and len(report.mismatched) > args.max_mismatched * len(target):
         names = ", ".join(sorted(report.mismatched)[:5])
         raise ValueError(

@@ -14,6 +14,7 @@ built on the CPU to check every key and shape, and the keys it would still miss 
 ``SeededCascadeROIHeads`` does the same on the fly when MODEL.WEIGHTS is a single-head
 checkpoint; this tool is for stock ``CascadeROIHeads`` and for inspecting the result.
 """
+
 import argparse
 import sys
 

@@ -12,6 +12,7 @@ depth and width); ``--config-out`` writes them as a YAML file to merge or pass a
 ``--config-file`` to ``tools/linear_probe.py`` and ``tools/compare_backbones.py``.
 Exits 1 when the load is incomplete.
 """
+
 import argparse
 import sys
 

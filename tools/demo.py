@@ -11,6 +11,7 @@
     python tools/demo.py --schedule 2x                              # a longer run
     python tools/demo.py SOLVER.MAX_ITER 50 TEST.EVAL_PERIOD 25     # trailing KEY VALUE overrides
 """
+
 import argparse
 import os
 import subprocess

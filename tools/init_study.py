@@ -34,6 +34,7 @@ finished runs and resumes interrupted ones; ``--dry-run`` lists the runs and the
 initializations, columns: schedules) and ``init_study.png``: every run's curve against the
 images seen, so that schedules and batch sizes compare. Exits 1 if any run did not finish.
 """
+
 import argparse
 import os
 import sys
@@ -56,22 +57,56 @@ TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True, metavar="FILE", help="the config of every run")
-    parser.add_argument("--init", action="append", default=[], metavar="NAME=SPEC", required=True,
-                        help="an initialization: NAME=scratch or NAME=checkpoint path/URL (repeat for each)")
-    parser.add_argument("--init-config", action="append", default=[], metavar="NAME=FILE",
-                        help="a config file that replaces --config-file for initialization NAME")
-    parser.add_argument("--init-opts", action="append", default=[], nargs="+", metavar="NAME KEY VALUE",
-                        help="KEY VALUE overrides for initialization NAME only, after --opts")
-    parser.add_argument("--schedules", nargs="+", required=True, metavar="KX",
-                        help="schedules to run, e.g. 1x 2x 4x 6x or 0.25x 0.5x 1x")
+    parser.add_argument(
+        "--init",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        required=True,
+        help="an initialization: NAME=scratch or NAME=checkpoint path/URL (repeat for each)",
+    )
+    parser.add_argument(
+        "--init-config",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="a config file that replaces --config-file for initialization NAME",
+    )
+    parser.add_argument(
+        "--init-opts",
+        action="append",
+        default=[],
+        nargs="+",
+        metavar="NAME KEY VALUE",
+        help="KEY VALUE overrides for initialization NAME only, after --opts",
+    )
+    parser.add_argument(
+        "--schedules",
+        nargs="+",
+        required=True,
+        metavar="KX",
+        help="schedules to run, e.g. 1x 2x 4x 6x or 0.25x 0.5x 1x",
+    )
     parser.add_argument("--output-dir", required=True, help="study folder: one sub-folder per run, table, plot")
-    parser.add_argument("--metric", default="bbox/AP",
-                        help="metrics.json key of the table and curves (default bbox/AP; e.g. a KAIST MR key)")
-    parser.add_argument("--opts", nargs="+", action="extend", default=[], metavar="KEY VALUE",
-                        help="config overrides of every run (Detectron2 KEY VALUE pairs)")
+    parser.add_argument(
+        "--metric",
+        default="bbox/AP",
+        help="metrics.json key of the table and curves (default bbox/AP; e.g. a KAIST MR key)",
+    )
+    parser.add_argument(
+        "--opts",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="KEY VALUE",
+        help="config overrides of every run (Detectron2 KEY VALUE pairs)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="list the runs and their commands; train nothing")
-    parser.add_argument("--report-only", action="store_true",
-                        help="write the table and plot from the runs that have finished; train nothing")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the table and plot from the runs that have finished; train nothing",
+    )
     launcher = parser.add_argument_group("passed on to tools/train_net.py")
     launcher.add_argument("--num-gpus", type=int, help="GPUs (processes) per machine")
     launcher.add_argument("--num-machines", type=int, help="machines per run")
@@ -115,8 +150,13 @@ def build_inits(args: argparse.Namespace) -> List[Init]:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     study = InitStudy(
-        args.config_file, build_inits(args), args.schedules, args.output_dir,
-        opts=args.opts, metric=args.metric, launcher_args=launcher_args(args),
+        args.config_file,
+        build_inits(args),
+        args.schedules,
+        args.output_dir,
+        opts=args.opts,
+        metric=args.metric,
+        launcher_args=launcher_args(args),
     )
     plans = study.plan()
     if args.dry_run:

@@ -13,6 +13,7 @@ stage, globally average-pooled features are extracted once (cached under ``--cac
 a logistic regression is fitted for each C, the C with the best validation top-1 is refit on
 train + validation, and test top-1 and mean per-class accuracy are reported.
 """
+
 import argparse
 import json
 import os
@@ -27,7 +28,6 @@ from detpre.utils.file_io import atomic_write
 
 
 @cli_main
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", default="", metavar="FILE", help="config describing the backbone")
@@ -68,8 +68,10 @@ def main(argv=None) -> int:
     print(f"linear probe of {weights or 'the config initialization'} on {args.data}")
     print(f"{'stage':<6} {'C':>8} {'top-1':>7} {'mean/class':>10}  (train/val/test)")
     for stage, r in results.items():
-        print(f"{stage:<6} {r.c:>8.0e} {100 * r.top1:>6.2f}% {100 * r.mean_per_class:>9.2f}%  "
-              f"({r.n_train}/{r.n_val}/{r.n_test})")
+        print(
+            f"{stage:<6} {r.c:>8.0e} {100 * r.top1:>6.2f}% {100 * r.mean_per_class:>9.2f}%  "
+            f"({r.n_train}/{r.n_val}/{r.n_test})"
+        )
     if args.output:
         report = {"weights": weights, "data": args.data, "stages": {s: r.to_dict() for s, r in results.items()}}
         with atomic_write(args.output) as f:

@@ -11,6 +11,7 @@ was registered from a COCO json, that json is filtered, so every field (masks, k
 licences) survives; otherwise the dataset dicts are converted with Detectron2's
 ``convert_to_coco_dict``.
 """
+
 import argparse
 import json
 import sys
@@ -44,8 +45,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", required=True, help="a registered dataset, e.g. coco_2017_train")
     parser.add_argument("--size", required=True, help="image count (1000, 10k, 3.5k) or percentage (10pct)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--unfiltered", action="store_true",
-                        help="count every image, not only those with a usable non-crowd box")
+    parser.add_argument(
+        "--unfiltered", action="store_true", help="count every image, not only those with a usable non-crowd box"
+    )
     parser.add_argument("--output", required=True, help="COCO json to write")
     args = parser.parse_args(argv)
     if args.dataset not in DatasetCatalog.list():

@@ -9,6 +9,7 @@ pre-training, across schedules), for any runs that wrote Detectron2's ``metrics.
     # runs with different batch sizes: x = iterations * SOLVER.IMS_PER_BATCH (from config.yaml)
     python tools/plot_curves.py --runs out/a out/b --x images --output curves.png
 """
+
 import argparse
 import sys
 from typing import List, Optional
@@ -20,13 +21,18 @@ from detpre.utils.curves import RunSpec, plot_curves, run_curve
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--runs", nargs="+", required=True, metavar="DIR[:LABEL]",
+        "--runs",
+        nargs="+",
+        required=True,
+        metavar="DIR[:LABEL]",
         help="Detectron2 output directories (or their metrics.json), each optionally :LABEL",
     )
     parser.add_argument("--metric", default="bbox/AP", help="metrics.json key to plot (default: bbox/AP)")
     parser.add_argument("--output", default="curves.png", help="image file to write (default: curves.png)")
     parser.add_argument(
-        "--x", choices=("iterations", "images"), default="iterations",
+        "--x",
+        choices=("iterations", "images"),
+        default="iterations",
         help="x axis: iterations trained, or images seen (iterations * SOLVER.IMS_PER_BATCH)",
     )
     parser.add_argument("--title", default=None, help="figure title")

@@ -22,205 +22,20 @@ the same settings skips those images, and the journal is removed once the file i
 When the dataset has annotations, the run ends by reporting how many ground-truth boxes
 the proposals cover at IoU 0.5 (``--coverage-iou``).
 """
-import argparse
-import logging
-import multiprocessing as mp
-import os
-import pickle
-import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
-import cv2
+import argparse
+import os
+import sys
+from typing import Optional, Sequence
+
 import numpy as np
-import torch
-import tqdm
 from detectron2.data import DatasetCatalog
-from detectron2.structures import BoxMode
 
 import detpre  # noqa: F401  (registers detpre's datasets)
-from detpre.data.image_io import read_image
 from detpre.data.datasets.subsets import ensure_subset_registered
-from detpre.data.proposals import ProposalFilter, merge_ranked, proposal_coverage, rank_logits, selective_search
+from detpre.data.proposal_files import MODALITIES, SearchSettings, compute_proposals, ground_truth_boxes
+from detpre.data.proposals import ProposalFilter, proposal_coverage
 from detpre.utils.cli import cli_main
-from detpre.utils.file_io import WriteError, atomic_write
-
-logger = logging.getLogger("detpre.precompute_proposals")
-
-MODALITIES = ("visible", "lwir", "both")
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """Everything a proposal file is a function of (checked when a journal is resumed)."""
-
-    modality: str = "visible"
-    max_size: int = 500
-    fast: bool = True
-    filter: ProposalFilter = ProposalFilter()
-
-    def __post_init__(self):
-        if self.modality not in MODALITIES:
-            raise ValueError(f"modality {self.modality!r} is not one of {MODALITIES}.")
-        if self.max_size < 32:
-            raise ValueError(f"max_size={self.max_size} is too small for selective search (>= 32).")
-
-
-def image_files(record: Dict[str, Any], modality: str) -> List[str]:
-    """The frame(s) of a dataset dict that ``modality`` searches."""
-    keys = {"visible": ["file_name"], "lwir": ["lwir_file_name"], "both": ["file_name", "lwir_file_name"]}[modality]
-    missing = [k for k in keys if k not in record]
-    if missing:
-        raise KeyError(
-            f"Image {record.get('image_id')!r} has no {missing[0]!r}: modality {modality!r} needs a "
-            "multispectral dataset (e.g. KAIST's, whose dicts carry lwir_file_name)."
-        )
-    return [record[k] for k in keys]
-
-
-def search_image(files: Sequence[str], settings: SearchSettings) -> np.ndarray:
-    """The filtered proposals of one image (its frames searched separately, then merged)."""
-    ranked, shape = [], None
-    for path in files:
-        image = read_image(path, cv2.IMREAD_COLOR)
-        if shape is not None and image.shape[:2] != shape:
-            raise ValueError(f"Frames of one image differ in size: {files} ({shape} vs {image.shape[:2]}).")
-        shape = image.shape[:2]
-        ranked.append(selective_search(image, settings.max_size, settings.fast))
-    return settings.filter(merge_ranked(ranked), shape)
-
-
-def _init_worker() -> None:
-    # One process per core already: threads inside each would only oversubscribe.
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
-
-
-def _search_task(task: Tuple[Any, List[str], SearchSettings]) -> Tuple[Any, np.ndarray]:
-    image_id, files, settings = task
-    return image_id, search_image(files, settings)
-
-
-def read_journal(path: str, settings: SearchSettings) -> Dict[Any, np.ndarray]:
-    """Images finished by an earlier run; a torn last record (killed mid-write) is cut off."""
-    done: Dict[Any, np.ndarray] = {}
-    if not os.path.exists(path):
-        return done
-    with open(path, "rb+") as f:
-        try:
-            header = pickle.load(f)
-        except Exception:  # noqa: BLE001  (a header torn by a kill: nothing was journaled)
-            f.truncate(0)
-            return done
-        if header != {"settings": asdict(settings)}:
-            raise ValueError(
-                f"{path} was written with other settings ({header}); delete it or rerun with "
-                f"those settings (now: {asdict(settings)})."
-            )
-        good = f.tell()
-        while True:
-            try:
-                image_id, boxes = pickle.load(f)
-            except Exception:  # noqa: BLE001  (end of file, or the torn record of a kill)
-                break
-            done[image_id] = boxes
-            good = f.tell()
-        f.truncate(good)
-    return done
-
-
-class _JournalFile:
-    """The journal, open for appending: a failed write is a WriteError naming it."""
-
-    def __init__(self, f, path: str):
-        self._file, self._path = f, path
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self._file.close()
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def write(self, data: bytes) -> int:
-        try:
-            return self._file.write(data)
-        except OSError as e:
-            raise WriteError(self._path, e) from e
-
-    def flush(self) -> None:
-        try:
-            self._file.flush()
-        except OSError as e:
-            raise WriteError(self._path, e) from e
-
-
-def compute_proposals(
-    dicts: Sequence[Dict[str, Any]], output: str, settings: SearchSettings, workers: int = 1
-) -> Dict[str, Any]:
-    """Search every image of ``dicts`` (skipping those journaled), write ``output``, return it."""
-    ids = [d["image_id"] for d in dicts]
-    if len(set(map(str, ids))) != len(ids):
-        raise ValueError("Dataset image_ids are not unique: a proposal file is keyed by image_id.")
-    journal = output + ".partial"
-    done = read_journal(journal, settings)
-    todo = [(d["image_id"], image_files(d, settings.modality), settings) for d in dicts if d["image_id"] not in done]
-    logger.info("%d images, %d already done (%s), %d to search.", len(ids), len(done), journal, len(todo))
-    try:
-        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-        journal_file = open(journal, "ab")
-    except OSError as e:
-        raise WriteError(journal, e) from e
-    with _JournalFile(journal_file, journal) as f:
-        if f.tell() == 0:
-            pickle.dump({"settings": asdict(settings)}, f)
-        results: Iterable[Tuple[Any, np.ndarray]]
-        # "spawn": forked children inherit OpenCV's and torch's thread pools and can deadlock in
-        # them. An executor, not a multiprocessing.Pool: a worker that dies (out of memory,
-        # killed) fails the run with BrokenProcessPool instead of hanging it; the journal keeps
-        # what was finished.
-        executor = None
-        if workers > 1:
-            executor = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker)
-        try:
-            if executor is not None:
-                results = (job.result() for job in as_completed([executor.submit(_search_task, t) for t in todo]))
-            else:
-                results = map(_search_task, todo)
-            for image_id, boxes in tqdm.tqdm(results, total=len(ids), initial=len(done), desc="selective search"):
-                pickle.dump((image_id, boxes), f)
-                f.flush()
-                done[image_id] = boxes
-        finally:
-            if executor is not None:
-                executor.shutdown(wait=False, cancel_futures=True)
-    boxes = [done[i] for i in ids]
-    proposals = {
-        "ids": ids,
-        "boxes": boxes,
-        "objectness_logits": [rank_logits(len(b)) for b in boxes],
-        "bbox_mode": BoxMode.XYXY_ABS.value,
-        "selective_search": asdict(settings),
-    }
-    with atomic_write(output, "wb") as f:
-        pickle.dump(proposals, f)
-    os.unlink(journal)
-    return proposals
-
-
-def ground_truth_boxes(record: Dict[str, Any]) -> Optional[np.ndarray]:
-    """The non-crowd annotated boxes of a dataset dict as XYXY_ABS, None if it has no annotations."""
-    if "annotations" not in record:
-        return None
-    boxes = [
-        BoxMode.convert(list(a["bbox"]), a["bbox_mode"], BoxMode.XYXY_ABS)
-        for a in record["annotations"]
-        if not a.get("iscrowd", 0)
-    ]
-    return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
 
 
 @cli_main
@@ -261,7 +76,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{args.dataset}: {len(counts)} images, {np.mean(counts):.1f} proposals/image -> {args.output}")
     gt = [ground_truth_boxes(d) for d in dicts]
     if any(g is not None for g in gt):
-        cov = proposal_coverage(proposals["boxes"], [g if g is not None else np.zeros((0, 4)) for g in gt], args.coverage_iou)
+        cov = proposal_coverage(
+            proposals["boxes"], [g if g is not None else np.zeros((0, 4)) for g in gt], args.coverage_iou
+        )
         share = cov["covered"] / max(cov["total"], 1)
         print(
             f"coverage: {cov['covered']} of {cov['total']} ground-truth boxes ({share:.1%}) have a proposal "

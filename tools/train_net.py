@@ -11,6 +11,7 @@ With ``TEST.AUG.ENABLED`` every evaluation (``--eval-only``, periodic, final) al
 Detectron2's test-time augmentation; its results are the plain ones' names plus "_TTA".
 See ``detpre.engine.train_net``.
 """
+
 import sys
 
 from detpre.engine.train_net import main

@@ -62,9 +62,7 @@ def read_predictions(path: str, dicts: List[dict]) -> Predictions:
     return found
 
 
-def draw(
-    image_rgb: np.ndarray, record: dict, detections, show_gt: bool, threshold: float, metadata
-) -> np.ndarray:
+def draw(image_rgb: np.ndarray, record: dict, detections, show_gt: bool, threshold: float, metadata) -> np.ndarray:
     """One frame with its boxes, as an RGB array."""
     vis = Visualizer(image_rgb, metadata)
     if show_gt:
@@ -108,9 +106,7 @@ def select(dicts: List[dict], frames: Optional[Sequence[str]], max_frames: int) 
 
 @cli_main
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="a registered KAIST dataset name")
     parser.add_argument(
         "--register",
@@ -118,16 +114,10 @@ def main(argv=None) -> int:
         metavar=("ROOT", "IMAGE_SET", "VERSION"),
         help=f"register --dataset first from a KAIST root (VERSION: {', '.join(ANNOTATION_VERSIONS)})",
     )
-    parser.add_argument(
-        "--predictions", help="instances_predictions.pth, kaist_detections.txt or results .json"
-    )
+    parser.add_argument("--predictions", help="instances_predictions.pth, kaist_detections.txt or results .json")
     parser.add_argument("--no-gt", action="store_true", help="draw detections only")
-    parser.add_argument(
-        "--score-threshold", type=float, default=0.5, help="hide weaker detections (default 0.5)"
-    )
-    parser.add_argument(
-        "--frames", nargs="+", help="frames to draw, as setXX/VYYY/IZZZZZ (default: the first ones)"
-    )
+    parser.add_argument("--score-threshold", type=float, default=0.5, help="hide weaker detections (default 0.5)")
+    parser.add_argument("--frames", nargs="+", help="frames to draw, as setXX/VYYY/IZZZZZ (default: the first ones)")
     parser.add_argument("--max-frames", type=int, default=20, help="without --frames: how many (default 20)")
     parser.add_argument("--output-dir", required=True, help="folder for the PNGs")
     args = parser.parse_args(argv)

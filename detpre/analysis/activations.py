@@ -4,6 +4,7 @@ Li et al. (2019) observe that a detection network's activations cover whole obje
 a classification network's concentrate on discriminative parts. These maps make that
 visible for any two backbones on the same image (or a KAIST visible/thermal pair).
 """
+
 from dataclasses import dataclass
 
 import cv2

@@ -7,6 +7,7 @@ A model is given as ``[NAME=]PATH``: a COCO results json, or a Detectron2 infere
 its run folder, the one holding ``inference/``, so that two runs evaluated on the same
 dataset keep two names; two models of one name are an error.
 """
+
 import contextlib
 import io
 import json
@@ -66,7 +67,7 @@ def resolve_results(specs: Sequence[str]) -> List[ResultsSpec]:
     """Every ``--results`` spec resolved; a name given to two models is an error."""
     resolved = [ResultsSpec.parse(s) for s in specs]
     seen: Dict[str, ResultsSpec] = {}
-    for spec, r in zip(specs, resolved):
+    for r in resolved:
         if r.name in seen:
             raise ValueError(
                 f"two --results are named {r.name!r} ({seen[r.name].results} and {r.results}): "

@@ -6,6 +6,7 @@ networks that differ by a rotation of their channels score 1) but not to arbitra
 invertible linear maps, which makes it meaningful for wide layers where almost any two
 representations are linearly related.
 """
+
 from typing import Dict, Mapping
 
 import numpy as np

@@ -11,6 +11,7 @@ Pooled features are cached per (checkpoint, config, stage, image list, input siz
 ``.npz`` files: a probe over several regularizations, or a second comparison, does not
 run the network again.
 """
+
 import hashlib
 import json
 import logging
@@ -27,8 +28,14 @@ from detectron2.data.detection_utils import read_image
 from detectron2.modeling import build_backbone
 from torch import nn
 
-from ..data.multispectral import VISIBLE, MultispectralFormat, apply_geometry, paired_record
-from ..data.multispectral import read_frames, stack_channels
+from ..data.multispectral import (
+    VISIBLE,
+    MultispectralFormat,
+    apply_geometry,
+    paired_record,
+    read_frames,
+    stack_channels,
+)
 from ..utils.file_io import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -61,13 +68,16 @@ def list_images(root: str, image_format: str = "BGR") -> List[str]:
     ]
     if is_multispectral(image_format):
         found = [
-            p for p in found
+            p
+            for p in found
             if os.path.basename(os.path.dirname(p)) == VISIBLE
             and all(os.path.isfile(f) for f in paired_record(os.path.join(root, p)).values())
         ]
     if not found:
-        what = "visible + LWIR pairs (.../visible/<frame>, .../lwir/<frame>)" if is_multispectral(image_format) else (
-            f"images ({', '.join(IMAGE_EXTENSIONS)})"
+        what = (
+            "visible + LWIR pairs (.../visible/<frame>, .../lwir/<frame>)"
+            if is_multispectral(image_format)
+            else (f"images ({', '.join(IMAGE_EXTENSIONS)})")
         )
         raise ValueError(f"no {what} under {root!r}")
     return sorted(found)
@@ -114,7 +124,9 @@ def load_image(path: str, image_format: str, size: int, crop: bool) -> np.ndarra
     frames, _ = apply_geometry(frames, T.AugmentationList([T.ResizeShortestEdge(size, max_size=sys.maxsize)]))
     if crop:
         h, w = next(iter(frames.values())).shape[:2]
-        frames, _ = apply_geometry(frames, T.AugmentationList([T.CropTransform((w - size) // 2, (h - size) // 2, size, size)]))
+        frames, _ = apply_geometry(
+            frames, T.AugmentationList([T.CropTransform((w - size) // 2, (h - size) // 2, size, size)])
+        )
     return stack_channels(frames, fmt).transpose(1, 2, 0)
 
 

@@ -26,6 +26,7 @@ as they are; a torchvision or timm ResNet state dict is converted on the fly
 those weights need (RGB input, ImageNet pixel statistics, ``STRIDE_IN_1X1 False``, depth
 and width) are added to that initialization's overrides.
 """
+
 import csv
 import io
 import json
@@ -167,7 +168,13 @@ def prepare_weights(init: Init, weights_dir: str) -> Weights:
         save_detectron2_checkpoint(converted, out, author=f"torchvision/timm via detpre: {init.spec}")
         logger.info(
             "--init %s: converted the torchvision/timm ResNet-%d in %s (%d tensors; %d left out: classifier, "
-            "BN counters) to %s", init.name, values["MODEL.RESNETS.DEPTH"], spec, len(converted), len(dropped), out,
+            "BN counters) to %s",
+            init.name,
+            values["MODEL.RESNETS.DEPTH"],
+            spec,
+            len(converted),
+            len(dropped),
+            out,
         )
         return Weights(path=out, opts=tuple(x for k, v in values.items() for x in (k, str(v))))
     raise ValueError(
@@ -255,8 +262,9 @@ def _format(value: Optional[float], digits: int) -> str:
     return "nan" if math.isnan(value) else f"{value:.{digits}f}"
 
 
-def markdown_table(cells: Sequence[Cell], inits: Sequence[str], schedules: Sequence[str], metric: str,
-                   digits: int = 2) -> str:
+def markdown_table(
+    cells: Sequence[Cell], inits: Sequence[str], schedules: Sequence[str], metric: str, digits: int = 2
+) -> str:
     """Rows: initializations; columns: schedules; each cell the run's final ``metric``."""
     value = {(c.init, c.schedule): c.value for c in cells}
     lines = [
@@ -272,8 +280,9 @@ def _json_number(value: Optional[float]) -> Optional[float]:
     return None if value is None or math.isnan(value) else value
 
 
-def write_results(cells: Sequence[Cell], inits: Sequence[str], schedules: Sequence[str], metric: str,
-                  output_dir: str) -> Dict[str, str]:
+def write_results(
+    cells: Sequence[Cell], inits: Sequence[str], schedules: Sequence[str], metric: str, output_dir: str
+) -> Dict[str, str]:
     """Write the table as ``init_study.md`` / ``.csv`` (rows inits, columns schedules) and every
     cell's details as ``init_study.json``; return the paths by extension."""
     paths = {ext: os.path.join(output_dir, f"init_study.{ext}") for ext in ("md", "csv", "json")}
@@ -308,8 +317,9 @@ def plot_study(cells: Sequence[Cell], path: str, title: str = "") -> Optional[st
     if not curves:
         return None
     metric = cells[0].metric
-    return plot_curves(curves, path, xlabel="images seen", ylabel=metric,
-                       title=title or f"{metric}: initializations x schedules")
+    return plot_curves(
+        curves, path, xlabel="images seen", ylabel=metric, title=title or f"{metric}: initializations x schedules"
+    )
 
 
 # ------------------------------------------------------------------------ study
@@ -318,8 +328,11 @@ def config_differences(saved_yaml: str, cfg: CfgNode) -> List[str]:
     with open(saved_yaml) as f:
         saved = flatten_keys(yaml.safe_load(f) or {})
     now = flatten_keys(yaml.safe_load(cfg.dump()))
-    return [f"{k}: {saved.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}"
-            for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    return [
+        f"{k}: {saved.get(k, '<absent>')!r} -> {now.get(k, '<absent>')!r}"
+        for k in sorted(set(saved) | set(now))
+        if saved.get(k) != now.get(k)
+    ]
 
 
 class InitStudy:
@@ -431,20 +444,27 @@ class InitStudy:
                 outcome[plan.name] = ("not run", "the study was stopped before this run")
                 continue
             resuming = os.path.isfile(os.path.join(plan.output_dir, "last_checkpoint"))
-            log(f"{where}: {'resuming' if resuming else 'training'} ({plan.cfg.SOLVER.MAX_ITER} iterations of "
-                f"{plan.images_per_iter} images, weights: {plan.cfg.MODEL.WEIGHTS or 'none, from scratch'})")
+            log(
+                f"{where}: {'resuming' if resuming else 'training'} ({plan.cfg.SOLVER.MAX_ITER} iterations of "
+                f"{plan.images_per_iter} images, weights: {plan.cfg.MODEL.WEIGHTS or 'none, from scratch'})"
+            )
             stdout_log = os.path.join(plan.output_dir, "train_stdout.log")
             rc = _run_child([sys.executable, train_script, *plan.argv], stdout_log, stop)
             if stop.is_set():
-                outcome[plan.name] = ("stopped", "stopped by a signal after saving a checkpoint; run the study "
-                                                 "again to resume it")
+                outcome[plan.name] = (
+                    "stopped",
+                    "stopped by a signal after saving a checkpoint; run the study again to resume it",
+                )
                 log(f"{where}: stopped; run the study again to resume")
             elif rc != 0:
                 outcome[plan.name] = ("failed", f"tools/train_net.py exited with status {rc}; see {stdout_log}")
                 log(f"{where}: FAILED (exit status {rc}); last lines of {stdout_log}:\n{_tail(stdout_log)}")
             elif not is_finished(plan.output_dir, plan.cfg.SOLVER.MAX_ITER):
-                outcome[plan.name] = ("failed", f"the run ended without {FINAL_CHECKPOINT} and a final evaluation "
-                                                f"in {plan.output_dir}; see {stdout_log}")
+                outcome[plan.name] = (
+                    "failed",
+                    f"the run ended without {FINAL_CHECKPOINT} and a final evaluation "
+                    f"in {plan.output_dir}; see {stdout_log}",
+                )
                 log(f"{where}: FAILED: {outcome[plan.name][1]}")
         return self.collect(plans, outcome)
 
@@ -457,16 +477,26 @@ class InitStudy:
             records = read_metrics(plan.output_dir)
             max_iter = int(plan.cfg.SOLVER.MAX_ITER)
             status, error = outcome.get(plan.name, ("not run", ""))
-            cell = Cell(plan.init.name, plan.schedule, plan.output_dir, status=status, metric=self.metric,
-                        max_iter=max_iter, images_per_iter=plan.images_per_iter,
-                        images_seen=max_iter * plan.images_per_iter, error=error)
+            cell = Cell(
+                plan.init.name,
+                plan.schedule,
+                plan.output_dir,
+                status=status,
+                metric=self.metric,
+                max_iter=max_iter,
+                images_per_iter=plan.images_per_iter,
+                images_seen=max_iter * plan.images_per_iter,
+                error=error,
+            )
             if is_finished(plan.output_dir, max_iter):
                 found = final_metric(records, self.metric)
                 if found is None:
                     final = next(r for r in reversed(records) if r["iteration"] >= max_iter)
                     cell.status = "failed"
-                    cell.error = (f"{plan.output_dir}/{METRICS_FILE} has no {self.metric!r}; its final evaluation "
-                                  f"has {sorted(k for k in final if k != 'iteration')} (choose one with --metric)")
+                    cell.error = (
+                        f"{plan.output_dir}/{METRICS_FILE} has no {self.metric!r}; its final evaluation "
+                        f"has {sorted(k for k in final if k != 'iteration')} (choose one with --metric)"
+                    )
                 else:
                     cell.status, cell.error = "done", ""
                     cell.iteration, cell.value = found
@@ -521,9 +551,16 @@ def plan_summary(plans: Iterable[RunPlan], train_script: str) -> str:
     """One line per cell (status, length) and the command that trains it: ``--dry-run``'s output."""
     lines = []
     for plan in plans:
-        status = ("finished" if is_finished(plan.output_dir, plan.cfg.SOLVER.MAX_ITER)
-                  else "resume" if os.path.isfile(os.path.join(plan.output_dir, "last_checkpoint")) else "new")
-        lines.append(f"{plan.name}: {status}, MAX_ITER {plan.cfg.SOLVER.MAX_ITER} x {plan.images_per_iter} images, "
-                     f"STEPS {tuple(plan.cfg.SOLVER.STEPS)}, BASE_LR {plan.cfg.SOLVER.BASE_LR:g}")
+        status = (
+            "finished"
+            if is_finished(plan.output_dir, plan.cfg.SOLVER.MAX_ITER)
+            else "resume"
+            if os.path.isfile(os.path.join(plan.output_dir, "last_checkpoint"))
+            else "new"
+        )
+        lines.append(
+            f"{plan.name}: {status}, MAX_ITER {plan.cfg.SOLVER.MAX_ITER} x {plan.images_per_iter} images, "
+            f"STEPS {tuple(plan.cfg.SOLVER.STEPS)}, BASE_LR {plan.cfg.SOLVER.BASE_LR:g}"
+        )
         lines.append("  " + subprocess.list2cmdline([sys.executable, train_script, *plan.argv]))
     return "\n".join(lines) + "\n"

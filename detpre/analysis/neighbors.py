@@ -8,6 +8,7 @@ A, the fraction that are among its ``K >= k`` nearest neighbours in space B. Wit
 ``K == k`` the two directions coincide; with ``K > k`` A -> B is high when A's
 neighbourhoods are *refinements* of B's.
 """
+
 from typing import Dict, Optional
 
 import numpy as np

@@ -3,6 +3,7 @@
 Figures are drawn on a bare ``matplotlib.figure.Figure`` (Agg canvas), never through
 pyplot, so that tools can run on headless machines and inside other programs.
 """
+
 from typing import Mapping, Sequence, Tuple
 
 import numpy as np

@@ -6,6 +6,7 @@ regularization ``C`` on the training split, keep the ``C`` with the best validat
 refit on train + validation and report top-1 and mean per-class accuracy on the test split.
 Mean per-class accuracy is the number to quote for unbalanced sets (Caltech-256, SUN-397).
 """
+
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Sequence, Tuple
 

@@ -6,6 +6,7 @@ the write leaves a truncated file that ``last_checkpoint`` may already name, and
 (``last_checkpoint`` only after the checkpoint is complete), and a checkpoint that cannot be
 read at resume is reported by name and the previous one is used instead.
 """
+
 import logging
 import os
 from typing import Any, Dict, List
@@ -60,9 +61,8 @@ class AtomicCheckpointer(DetectionCheckpointer):
                 # raises, and asserts it is clear on the next call: clear it.
                 if getattr(self, "_parsed_url_during_load", None) is not None:
                     self._parsed_url_during_load = None
-                logger.error("Cannot resume from %s (%s: %s); trying the previous checkpoint.",
-                             candidate, type(e).__name__, e)
+                logger.error(
+                    "Cannot resume from %s (%s: %s); trying the previous checkpoint.", candidate, type(e).__name__, e
+                )
                 tried.append(candidate)
-        raise RuntimeError(
-            f"--resume found no loadable checkpoint in {self.save_dir} (tried: {tried or 'none'})."
-        )
+        raise RuntimeError(f"--resume found no loadable checkpoint in {self.save_dir} (tried: {tried or 'none'}).")

@@ -28,6 +28,7 @@ Two changes make the copied regressor predict the same boxes:
 cascade model loads such a checkpoint (``detpre.modeling.roi_heads.SeededCascadeROIHeads``)
 and offline by ``tools/convert_to_cascade.py``.
 """
+
 import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -45,7 +46,7 @@ def _split(key: str, prefix: str) -> Optional[Tuple[str, str]]:
     """``(head, rest)`` if ``key`` is ``<prefix><head>.<rest>`` for a box head/predictor."""
     if not key.startswith(prefix):
         return None
-    head, _, rest = key[len(prefix):].partition(".")
+    head, _, rest = key[len(prefix) :].partition(".")
     return (head, rest) if head in _HEADS and rest else None
 
 

@@ -12,6 +12,7 @@ belong to no Detectron2 ResNet (deep stems, SE blocks, anti-aliasing) are an err
 than silently left behind, and the architecture keys the config needs are derived from
 the weights.
 """
+
 import pickle
 import re
 from typing import Any, Dict, List, Tuple
@@ -105,9 +106,7 @@ def convert_resnet_state_dict(state_dict: Dict[str, torch.Tensor]) -> Tuple[Dict
 
 def resnet_config(converted: Dict[str, torch.Tensor]) -> Dict[str, Any]:
     """The Detectron2 config values (``{"MODEL.RESNETS.DEPTH": 50, ...}``) these weights need."""
-    blocks = tuple(
-        len({k.split(".")[1] for k in converted if k.startswith(f"res{stage}.")}) for stage in range(2, 6)
-    )
+    blocks = tuple(len({k.split(".")[1] for k in converted if k.startswith(f"res{stage}.")}) for stage in range(2, 6))
     bottleneck = "res2.0.conv3.weight" in converted
     if (blocks, bottleneck) not in _BLOCKS_TO_DEPTH:
         kind = "bottleneck" if bottleneck else "basic"
@@ -165,4 +164,3 @@ def save_detectron2_checkpoint(converted: Dict[str, torch.Tensor], path: str, au
             torch.save(data, f)
     else:
         raise ValueError(f"output {path!r} must end in .pkl or .pth")
-

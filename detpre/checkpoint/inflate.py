@@ -36,9 +36,7 @@ STEM_CONV_SUFFIX = "stem.conv1.weight"
 def inflate_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     """A conv weight ``(O, 3, kh, kw)`` made to take ``in_channels`` inputs (see module doc)."""
     if weight.dim() != 4 or weight.shape[1] != 3:
-        raise ValueError(
-            f"Can only inflate a conv weight with 3 input channels, got shape {tuple(weight.shape)}."
-        )
+        raise ValueError(f"Can only inflate a conv weight with 3 input channels, got shape {tuple(weight.shape)}.")
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}.")
     if in_channels == 3:
@@ -61,9 +59,7 @@ def _is_inflatable(model_value: torch.Tensor, ckpt_value: Any) -> bool:
     )
 
 
-def inflate_state_dict(
-    state_dict: Dict[str, Any], model_state_dict: Mapping[str, torch.Tensor]
-) -> Dict[str, Any]:
+def inflate_state_dict(state_dict: Dict[str, Any], model_state_dict: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
     """Inflate, in place, the stem convs of ``state_dict`` to the model's input channels.
 
     Keys are the model's (a ``module.`` prefix in the checkpoint is tolerated). Returns
@@ -76,12 +72,8 @@ def inflate_state_dict(
         if ckpt_key in state_dict and _is_inflatable(model_value, state_dict[ckpt_key]):
             channels = model_value.shape[1]
             state_dict[ckpt_key] = inflate_input_conv(state_dict[ckpt_key], channels).to(model_value.dtype)
-            rule = (
-                "mean of the RGB filters for each extra channel" if channels > 3 else "sum of the RGB filters"
-            )
-            logger.info(
-                "Inflated %s from 3 to %d input channels (%s) instead of dropping it.", key, channels, rule
-            )
+            rule = "mean of the RGB filters for each extra channel" if channels > 3 else "sum of the RGB filters"
+            logger.info("Inflated %s from 3 to %d input channels (%s) instead of dropping it.", key, channels, rule)
     return state_dict
 
 
@@ -128,6 +120,9 @@ class DetpreCheckpointer(AtomicCheckpointer):
         unloaded = len(self.load_report.unloaded())
         logger.info(
             "Loaded %d of the model's %d tensors; %d left at their initialization, %d in the file unused.",
-            len(model_state) - unloaded, len(model_state), unloaded, len(self.load_report.unexpected),
+            len(model_state) - unloaded,
+            len(model_state),
+            unloaded,
+            len(self.load_report.unexpected),
         )
         return incompatible

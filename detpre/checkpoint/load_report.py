@@ -1,5 +1,6 @@
 """What loading weights into a model left out, and the check that evaluation does not run on
 weights that left a share of the model at its initialization."""
+
 from dataclasses import dataclass, field
 from typing import Collection, List, Optional
 

@@ -5,6 +5,7 @@ truncated zip a ``RuntimeError`` about its central directory: none names the pat
 tools that convert weights would pass them on as tracebacks. Every tool reads checkpoints
 through :func:`load_checkpoint_file` / :func:`read_model_state`.
 """
+
 import os
 import pickle
 from typing import Any, Dict

@@ -5,6 +5,7 @@ solver, ``MODEL.RESNETS`` next to the backbone) so that configs read like Detect
 One ``add_*_config`` per feature, as Detectron2's projects do; :func:`add_detpre_config`
 adds them all.
 """
+
 from detectron2.config import CfgNode as CN
 
 

@@ -22,6 +22,7 @@ The loader also checks, before anything is built: that dataset names are registe
 ``PIXEL_MEAN``, ``PIXEL_STD`` and ``INPUT.FORMAT`` agree on the channels, and that no
 ``SOLVER.STEPS`` lies beyond ``MAX_ITER`` unnoticed.
 """
+
 import difflib
 import logging
 import math
@@ -198,7 +199,7 @@ def _check_file_schedule(cfg: CfgNode, chain: List[ConfigFile]) -> None:
         given = resolve_schedule(cfg, name).values()
     except ValueError as e:
         raise ConfigError(f"{chain[namers[-1]].path}: {e}") from None
-    for config_file in chain[namers[-1]:]:
+    for config_file in chain[namers[-1] :]:
         for key, value in given.items():
             if key not in config_file.keys:
                 continue

@@ -1,2 +1,3 @@
 """Datasets (registered in Detectron2's DatasetCatalog on import) and dataset mappers."""
-from . import datasets, dataset_mappers  # noqa: F401
+
+from . import dataset_mappers, datasets  # noqa: F401

@@ -16,6 +16,7 @@ then images left without a usable box are filtered as Detectron2 does
 (``DATALOADER.FILTER_EMPTY_ANNOTATIONS``), after the drop, so that an image whose every box
 was degenerate is not trained on as pure background by accident.
 """
+
 import logging
 import math
 from typing import Any, Dict, List, Sequence
@@ -93,6 +94,9 @@ def check_dataset_dicts(dicts: List[Dict[str, Any]], dataset_names: Sequence[str
         shown = ", ".join(str(f) for f in images[:_SHOWN]) + (" ..." if len(images) > _SHOWN else "")
         logger.warning(
             "Skipped %d boxes of zero size or outside their image in %d images of %s: %s",
-            dropped, len(images), ", ".join(dataset_names), shown,
+            dropped,
+            len(images),
+            ", ".join(dataset_names),
+            shown,
         )
     return out

@@ -19,6 +19,7 @@ Here the batches are a pure function of (seed, rank, batch index):
 Resuming at iteration i therefore yields exactly the batches i, i+1, ... of the
 uninterrupted run.
 """
+
 import hashlib
 import itertools
 import logging

@@ -8,6 +8,7 @@ every image detpre reads (both mappers, the proposal tool, the visualiser, ``che
 comes through :func:`read_image`, which checks the encoded stream is complete before it
 decodes it: a JPEG must end with its End-Of-Image marker, a PNG with its ``IEND`` chunk.
 """
+
 import cv2
 import numpy as np
 

@@ -14,6 +14,7 @@ behaves the same everywhere.
 * **Geometry** is drawn once, on the first frame, and the same transform is replayed on the
   other (:func:`apply_geometry`): boxes drawn on one frame must keep matching the other.
 """
+
 import os
 import re
 from dataclasses import dataclass

@@ -16,6 +16,7 @@ first), which is also what NMS and ``top_k`` rank by. The file written by
 ``DATASETS.PROPOSAL_FILES_TRAIN`` + ``MODEL.LOAD_PROPOSALS`` put the boxes into any
 registered dataset's dicts (``proposal_boxes``) without touching its annotations.
 """
+
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Sequence, Tuple
 

@@ -5,6 +5,7 @@ named schedules (``--schedule 6x``), dataset subsets by name, ``--dry-run`` to s
 resolved config before a multi-day run is queued, and every detpre message in
 ``OUTPUT_DIR/log.txt``.
 """
+
 import argparse
 import logging
 import os
@@ -24,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["detpre_argument_parser", "detpre_setup", "resolve_args", "setup_cfg", "check_device"]
 
+
 class _IntermixedParser(argparse.ArgumentParser):
     """Flags may follow the ``KEY VALUE`` overrides (``... SOLVER.IMS_PER_BATCH 64 --dry-run``)."""
 
@@ -39,9 +41,7 @@ def detpre_argument_parser(epilog: Optional[str] = None) -> argparse.ArgumentPar
     recognised anywhere and the rest are the ``KEY VALUE`` pairs.
     """
     base = default_argument_parser(epilog)
-    parser = _IntermixedParser(
-        parents=[base], add_help=False, epilog=base.epilog, formatter_class=base.formatter_class
-    )
+    parser = _IntermixedParser(parents=[base], add_help=False, epilog=base.epilog, formatter_class=base.formatter_class)
     for action in parser._actions:  # argparse offers no public way to change a parent's action
         if action.dest == "opts":
             action.nargs = argparse.ZERO_OR_MORE

@@ -1,4 +1,5 @@
 """Training hooks that make long runs reproducible and stoppable."""
+
 import contextlib
 import logging
 import os

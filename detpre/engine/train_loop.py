@@ -7,6 +7,7 @@ H100) bf16 needs no loss scaling, and the per-iteration gather makes the host wa
 GPU once a step; both are config switches here (``SOLVER.AMP.PRECISION``,
 ``SOLVER.GATHER_METRIC_PERIOD``), on Detectron2's own trainers.
 """
+
 import logging
 from typing import Iterable, Optional
 

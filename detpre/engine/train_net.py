@@ -11,6 +11,7 @@ in every training process, which registers the same dataset subsets. ``--eval-on
 refuses weights that leave part of the model at its initialization
 (``TEST.MAX_UNLOADED_WEIGHTS``).
 """
+
 import argparse
 import sys
 from typing import Any, Optional, Sequence

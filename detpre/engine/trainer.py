@@ -19,6 +19,7 @@ What it changes, and why:
   or with a compiled backbone, as the config asks (:mod:`detpre.engine.train_loop`,
   :mod:`detpre.modeling.execution`).
 """
+
 import logging
 import os
 import weakref
@@ -63,9 +64,7 @@ class DetpreTrainer(DefaultTrainer):
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         on_cpu = cfg.MODEL.DEVICE == "cpu"
-        model = create_ddp_model(
-            model, broadcast_buffers=False, device_ids=None if on_cpu else [comm.get_local_rank()]
-        )
+        model = create_ddp_model(model, broadcast_buffers=False, device_ids=None if on_cpu else [comm.get_local_rank()])
         self._trainer = build_step_trainer(cfg, model, data_loader, optimizer)
         self.scheduler = self.build_lr_scheduler(cfg, optimizer)
         self.checkpointer = DetpreCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
@@ -155,8 +154,8 @@ class DetpreTrainer(DefaultTrainer):
             return build_resumable_train_loader(cfg, mapper)
         if cfg.DATALOADER.RESUMABLE:
             logger.warning(
-                "DATALOADER.SAMPLER_TRAIN %s: using Detectron2's loader, which restarts its data "
-                "stream on --resume.", cfg.DATALOADER.SAMPLER_TRAIN,
+                "DATALOADER.SAMPLER_TRAIN %s: using Detectron2's loader, which restarts its data stream on --resume.",
+                cfg.DATALOADER.SAMPLER_TRAIN,
             )
         return build_detection_train_loader(cfg, mapper=mapper, dataset=train_dataset_dicts(cfg))
 
@@ -193,9 +192,7 @@ class DetpreTrainer(DefaultTrainer):
         return OrderedDict((f"{key}_TTA", value) for key, value in results.items())
 
     @classmethod
-    def build_evaluator(
-        cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None
-    ) -> DatasetEvaluator:
+    def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
         """Pick the evaluator from the dataset's ``evaluator_type`` metadata."""
         output_folder = output_folder or f"{cfg.OUTPUT_DIR}/inference/{dataset_name}"
         evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)

@@ -12,6 +12,7 @@ Detectron2 ships the wrapper but wires it only into its example ``tools/train_ne
   which Detectron2 resizes uint8 images with, takes 4 channels for RGBA and premultiplies
   the alpha (the thermal channel would darken the visible ones), and refuses more.
 """
+
 from typing import Any, Dict, List
 
 import torch

@@ -1,4 +1,5 @@
 """Collecting an evaluator's predictions from every process, as Detectron2's evaluators do."""
+
 import itertools
 from typing import List, Optional
 

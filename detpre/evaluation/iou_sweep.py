@@ -14,6 +14,7 @@ both the VOC07 11-point AP and the area AP with Detectron2's ``voc_ap``. It does
 sort, so the same detections in another order can move its AP by points; here scores keep
 full precision and equal ones follow a documented order (:func:`voc_detection_order`).
 """
+
 import contextlib
 import io
 import json
@@ -184,7 +185,8 @@ class COCOIoUSweepEvaluator(COCOEvaluator):
         if not coco_results:
             self._logger.warning(
                 "IoU sweep of %s: the model made no detection on any of its %d images: AP is 0 at every IoU.",
-                self._metadata.name, len(predictions),
+                self._metadata.name,
+                len(predictions),
             )
         sweep = coco_iou_sweep(self._coco_api, coco_results, img_ids=img_ids, use_fast_impl=self._use_fast_impl)
         results = sweep.to_dict()

@@ -157,8 +157,9 @@ class KAISTEvaluator(DatasetEvaluator):
         )
         if len(detections) == 0:
             logger.warning(
-                "KAISTEvaluator: the model made no detection on any of the %d frames of %s: every miss rate "
-                "is 100%%.", len(frames), self._dataset_name,
+                "KAISTEvaluator: the model made no detection on any of the %d frames of %s: every miss rate is 100%%.",
+                len(frames),
+                self._dataset_name,
             )
         text = format_detections(detections)
         results = evaluate(gt, frames, parse_detections(text, DETECTIONS_FILE, len(frames), "txt"))

@@ -2,6 +2,7 @@
 ``MODEL.BACKBONE.COMPILE``). Neither changes what the model computes, its parameters or
 its checkpoint keys, so a run can switch them on or off at resume.
 """
+
 from typing import List
 
 import torch

@@ -10,6 +10,7 @@ world of one), and older releases reject CPU tensors outright. This module makes
 that choice explicit and logged, for every ``NORM`` key of the config (backbone, FPN and
 heads alike), instead of leaving it to the torch version.
 """
+
 import logging
 from typing import List, Tuple
 

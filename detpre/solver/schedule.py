@@ -8,6 +8,7 @@ BASE_LR 0.08); here the rule is applied once, from values stated at the referenc
 so that the result is the same however often it is applied (the saved, resolved config can
 be reloaded and resolved again).
 """
+
 import re
 from dataclasses import dataclass
 from typing import Any, Collection, Dict, Optional, Tuple

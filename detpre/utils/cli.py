@@ -6,6 +6,7 @@ that cannot be used). Either error is one ``error:`` line on stderr that names t
 or value, and the same line in the log when one is open. :func:`cli_main` wraps a tool's
 ``main`` so that it holds for every exception a tool is expected to meet.
 """
+
 import errno
 import functools
 import logging

@@ -7,6 +7,7 @@ records what it needs: ``metrics.json`` in a run's output directory (JSON lines 
 iterations at which the ``EvalHook`` ran, and ``config.yaml`` beside it with the batch size.
 This module only reads those files back and plots them.
 """
+
 import json
 import logging
 import math
@@ -82,8 +83,11 @@ def metric_series(run: str, metric: str) -> List[Tuple[int, float]]:
         keys = sorted({k for r in records for k in r} - {"iteration"})
         raise KeyError(
             f"{metrics_path(run)} has no metric {metric!r}. Available: {', '.join(keys) or 'none'}"
-            + ("" if any("/AP" in k for k in keys) else " (no evaluation results: was TEST.EVAL_PERIOD 0 "
-               "and the run stopped before its final evaluation?)")
+            + (
+                ""
+                if any("/AP" in k for k in keys)
+                else " (no evaluation results: was TEST.EVAL_PERIOD 0 and the run stopped before its final evaluation?)"
+            )
         )
     return sorted(values.items())
 

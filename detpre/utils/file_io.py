@@ -11,6 +11,7 @@ team sharing a project folder), or stay those of the file it replaces. And a fai
 a full disk, a read-only or forbidden folder — is a :class:`WriteError` that names the
 path, with nothing left behind and the previous file untouched.
 """
+
 import contextlib
 import errno
 import os

@@ -1,11 +1,8 @@
-"""Dataset mappers, chosen by ``cfg.INPUT.DATASET_MAPPER_NAME`` through ``MAPPER_REGISTRY``."""
-from detectron2.utils.registry import Registry
+"""Dataset mappers, chosen by ``cfg.INPUT.DATASET_MAPPER_NAME`` through ``MAPPER_REGISTRY``;
+importing this package registers detpre's."""
 
-MAPPER_REGISTRY = Registry("DATASET_MAPPER")
-MAPPER_REGISTRY.__doc__ = """
-Registry for dataset mappers. A registered mapper is a class with a Detectron2
-``@configurable`` constructor, built as ``MAPPER_REGISTRY.get(name)(cfg, is_train)``.
-"""
+from .build import MAPPER_REGISTRY
+from .multispectral_mapper import MultispectralDatasetMapper
+from .two_view_mapper import TwoViewDatasetMapper
 
-from . import multispectral_mapper  # noqa: E402,F401  (registers MultispectralDatasetMapper)
-from . import two_view_mapper  # noqa: E402,F401  (registers TwoViewDatasetMapper)
+__all__ = ["MAPPER_REGISTRY", "MultispectralDatasetMapper", "TwoViewDatasetMapper"]

@@ -22,11 +22,20 @@ from detectron2.config import CfgNode, configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 
-from ..multispectral import BOX_SOURCES, LWIR, VISIBLE, MultispectralFormat, apply_geometry, read_frames, select_box
-from ..multispectral import stack_channels
-from . import MAPPER_REGISTRY
+from ..multispectral import (
+    BOX_SOURCES,
+    LWIR,
+    VISIBLE,
+    MultispectralFormat,
+    apply_geometry,
+    read_frames,
+    select_box,
+    stack_channels,
+)
+from .build import MAPPER_REGISTRY
 
 logger = logging.getLogger(__name__)
+
 
 def _augmentation_list(augmentations: Sequence[T.Augmentation]) -> Optional[T.AugmentationList]:
     return T.AugmentationList(list(augmentations)) if augmentations else None
@@ -70,8 +79,7 @@ class MultispectralDatasetMapper:
         self.lwir_augmentations = _augmentation_list(lwir_augmentations)
         mode = "training" if is_train else "inference"
         logger.info(
-            "[MultispectralDatasetMapper] %s, format %s, boxes from %s; geometric: %s; visible: %s; "
-            "lwir: %s",
+            "[MultispectralDatasetMapper] %s, format %s, boxes from %s; geometric: %s; visible: %s; lwir: %s",
             mode,
             image_format,
             box_source,

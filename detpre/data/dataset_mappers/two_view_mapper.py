@@ -16,6 +16,7 @@ ignored: pre-training is unsupervised. Multispectral inputs (KAIST, ``INPUT.FORM
 ``BGRT``) work as in :class:`MultispectralDatasetMapper`: the geometry is drawn once per view
 and replayed on the thermal frame, photometric augmentation is drawn per modality.
 """
+
 import logging
 import random
 from typing import Any, Callable, Dict, List, Tuple
@@ -30,7 +31,7 @@ from PIL import Image, ImageFilter
 from torchvision import transforms as tvt
 
 from ..multispectral import LWIR, VISIBLE, MultispectralFormat, apply_geometry, read_frames, stack_channels
-from . import MAPPER_REGISTRY
+from .build import MAPPER_REGISTRY
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,9 @@ class TwoViewDatasetMapper:
         self.thermal_photometric = strong_photometric(color=False) if photometric else None
         logger.info(
             "[TwoViewDatasetMapper] format %s; geometric per view: %s; strong photometric: %s",
-            image_format, augmentations, photometric,
+            image_format,
+            augmentations,
+            photometric,
         )
 
     @classmethod

@@ -20,6 +20,7 @@ generator, another seed, an interrupted copy) is replaced.
 Root: ``$DETPRE_DEMO_ROOT``, else ``$DETECTRON2_DATASETS/detpre_demo`` (default
 ``./datasets/detpre_demo``, as Detectron2 places its datasets).
 """
+
 import contextlib
 import fcntl
 import json
@@ -171,17 +172,20 @@ def draw_demo_image(spec: DemoSpec, split_index: int, index: int) -> Tuple[np.nd
         placed.append((cx, cy, radius))
         poly = _polygon(DEMO_CLASSES[class_id], cx, cy, radius, rng.uniform(0, 2 * math.pi))
         # cv2 draws sub-pixel polygons with `shift` fractional bits.
-        cv2.fillPoly(image, [np.round(poly * 16).astype(np.int32)], _class_color(rng, class_id),
-                     lineType=cv2.LINE_AA, shift=4)
+        cv2.fillPoly(
+            image, [np.round(poly * 16).astype(np.int32)], _class_color(rng, class_id), lineType=cv2.LINE_AA, shift=4
+        )
         x0, y0 = poly.min(axis=0)
         x1, y1 = poly.max(axis=0)
-        annotations.append({
-            "category_id": class_id + 1,
-            "bbox": _round([x0, y0, x1 - x0, y1 - y0]),
-            "area": round(float(cv2.contourArea(poly.astype(np.float32))), 2),
-            "segmentation": [_round(poly.reshape(-1))],
-            "iscrowd": 0,
-        })
+        annotations.append(
+            {
+                "category_id": class_id + 1,
+                "bbox": _round([x0, y0, x1 - x0, y1 - y0]),
+                "area": round(float(cv2.contourArea(poly.astype(np.float32))), 2),
+                "segmentation": [_round(poly.reshape(-1))],
+                "iscrowd": 0,
+            }
+        )
     return image, annotations
 
 

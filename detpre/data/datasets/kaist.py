@@ -165,9 +165,7 @@ def read_voc_xml(path: str) -> List["BBGTObject"]:
             label = obj.find("name").text.strip()
             occlusion = int(float(obj.findtext("occlusion", default="0")))
         except (AttributeError, TypeError, ValueError):
-            raise ValueError(
-                f"{path}: object {index} lacks a name or a <bndbox> with numeric x, y, w, h."
-            ) from None
+            raise ValueError(f"{path}: object {index} lacks a name or a <bndbox> with numeric x, y, w, h.") from None
         if w < 0 or h < 0:
             raise ValueError(f"{path}: object {index} has a negative box size ({w} x {h}).")
         objects.append(BBGTObject(label, x, y, w, h, occlusion))
@@ -193,9 +191,7 @@ def pair_objects(
     """
     if len(visible) == len(lwir) and all(v.label == t.label for v, t in zip(visible, lwir)):
         return list(zip(visible, lwir))
-    candidates = sorted(
-        ((_iou(v, t), i, j) for i, v in enumerate(visible) for j, t in enumerate(lwir)), reverse=True
-    )
+    candidates = sorted(((_iou(v, t), i, j) for i, v in enumerate(visible) for j, t in enumerate(lwir)), reverse=True)
     pairs, used_v, used_t = [], set(), set()
     for iou, i, j in candidates:
         if iou < min_iou:
@@ -216,9 +212,7 @@ def _is_ignored(objects: Sequence[Optional["BBGTObject"]], setting: Optional[Tra
     return setting is not None and not any(setting.accepts(o.box_xywh) for o in present)
 
 
-def _annotation(
-    objects: Sequence[Optional["BBGTObject"]], setting: Optional[TrainingSetting]
-) -> Dict[str, Any]:
+def _annotation(objects: Sequence[Optional["BBGTObject"]], setting: Optional[TrainingSetting]) -> Dict[str, Any]:
     """A Detectron2 annotation dict for one object (two boxes when paired)."""
     main = next(o for o in objects if o is not None)
     annotation = {
@@ -296,9 +290,7 @@ def load_kaist_dicts(
             f"{len(missing)} files of the KAIST image set {image_set_file} are missing "
             f"(run datasets/check_kaist.py on the root):\n  {shown}{more}"
         )
-    logger.info(
-        "Loaded %d KAIST frames from %s (%s annotations).", len(dicts), image_set_file, annotation_format
-    )
+    logger.info("Loaded %d KAIST frames from %s (%s annotations).", len(dicts), image_set_file, annotation_format)
     return dicts
 
 

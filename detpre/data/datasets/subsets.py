@@ -23,6 +23,7 @@ Names follow ``<source>_<size>[_unfiltered]_s<seed>``: ``coco_2017_train_10k_s0`
 ``coco_2017_train_3.5k_s1``, ``coco_2017_train_10pct_s0``, ``detpre_demo_train_50_s0``,
 ``coco_2017_val_500_unfiltered_s0``.
 """
+
 import hashlib
 import logging
 import re
@@ -130,9 +131,7 @@ def select_subset(records: List[Dict[str, Any]], spec: SubsetSpec) -> List[Dict[
     return [r for r, k in zip(records, keys) if k in chosen]
 
 
-def register_subset(
-    source: str, size: Union[str, int], seed: int = 0, name: str = "", unfiltered: bool = False
-) -> str:
+def register_subset(source: str, size: Union[str, int], seed: int = 0, name: str = "", unfiltered: bool = False) -> str:
     """Register the subset of ``source`` and return its name (idempotent); ``unfiltered``
     counts every image rather than the trainable ones."""
     spec = SubsetSpec.parse(size, source, seed, unfiltered)
@@ -142,9 +141,7 @@ def register_subset(
     DatasetCatalog.register(name, lambda: select_subset(DatasetCatalog.get(source), spec))
     inherited = {}
     if source in MetadataCatalog.list():
-        inherited = {
-            k: v for k, v in MetadataCatalog.get(source).as_dict().items() if k not in _NOT_INHERITED
-        }
+        inherited = {k: v for k, v in MetadataCatalog.get(source).as_dict().items() if k not in _NOT_INHERITED}
     MetadataCatalog.get(name).set(
         **inherited,
         subset_of=source,

@@ -124,9 +124,7 @@ class _StreamCheckpointer(DetpreCheckpointer):
         weights = checkpoint["model"]
         for prefix in self.PREFIXES:
             if any(k.startswith(prefix) for k in weights):
-                checkpoint["model"] = {
-                    k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)
-                }
+                checkpoint["model"] = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
                 break
         return super()._load_model(checkpoint)
 
@@ -154,9 +152,7 @@ def build_halfway_fusion_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpe
     cfg = resolve_sync_norm(cfg)
     fmt = MultispectralFormat.parse(cfg.INPUT.FORMAT)
     if not fmt.visible or not fmt.thermal_channels:
-        raise ValueError(
-            f"Halfway fusion needs visible and thermal channels; INPUT.FORMAT is {cfg.INPUT.FORMAT!r}."
-        )
+        raise ValueError(f"Halfway fusion needs visible and thermal channels; INPUT.FORMAT is {cfg.INPUT.FORMAT!r}.")
     if input_shape.channels != fmt.channels:
         raise ValueError(
             f"INPUT.FORMAT {cfg.INPUT.FORMAT!r} has {fmt.channels} channels but the model input has "

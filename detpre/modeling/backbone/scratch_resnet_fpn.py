@@ -16,6 +16,7 @@ convolutions, Caffe2's Xavier fill for the FPN convolutions, norm scales at 1 an
 The stem takes ``len(MODEL.PIXEL_MEAN)`` input channels (Detectron2's ``build_backbone``
 passes them), so 4- or 6-channel inputs (e.g. RGB + thermal) need no change here.
 """
+
 import logging
 import re
 
@@ -70,9 +71,7 @@ def _last_conv(block: nn.Module) -> nn.Module:
     ``DeformBottleneckBlock`` in ``conv3``; the ``shortcut`` is not part of the branch.
     """
     convs = {
-        int(m.group(1)): child
-        for name, child in block.named_children()
-        if (m := _CONV_NAME.match(name)) is not None
+        int(m.group(1)): child for name, child in block.named_children() if (m := _CONV_NAME.match(name)) is not None
     }
     if not convs:
         raise TypeError(f"{type(block).__name__} has no convN layers: cannot find its last norm.")

@@ -1,2 +1,3 @@
 """Meta-architectures registered in Detectron2's META_ARCH_REGISTRY."""
+
 from .box_domain_pretrainer import BoxDomainPretrainer  # noqa: F401

@@ -13,6 +13,7 @@ identities are averaged, so a large object with many RoIs counts as much as a sm
 Identities with no key (the proposal fell out of view 2, or no momentum RoI matched it)
 have no positive and are skipped.
 """
+
 import math
 from typing import Dict, Tuple
 
@@ -50,7 +51,9 @@ def box_contrastive_loss(
     sim_qq = q @ q.detach().T / temperature  # Q x Q, the other queries as (detached) negatives
     positive = query_ids[:, None] == key_ids[None, :]
     same_query_id = query_ids[:, None] == query_ids[None, :]
-    negatives = torch.cat([sim_qk.masked_fill(positive, -math.inf), sim_qq.masked_fill(same_query_id, -math.inf)], dim=1)
+    negatives = torch.cat(
+        [sim_qk.masked_fill(positive, -math.inf), sim_qq.masked_fill(same_query_id, -math.inf)], dim=1
+    )
     # A finite floor instead of -inf: a query without negatives must give a zero loss with
     # a zero (not NaN) gradient.
     negatives = negatives.clamp(min=torch.finfo(negatives.dtype).min)

@@ -25,6 +25,7 @@ FCOS: Detectron2 has an ``FCOS`` class only for LazyConfig (it is not in
 ``META_ARCH_REGISTRY`` and has no yacs keys, and Detectron2 0.6's core lacks it), so a
 config-built :class:`BoxDomainPretrainer` cannot wrap it.
 """
+
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
@@ -78,7 +79,12 @@ def projection_mlp(in_dim: int, out_dim: int) -> nn.Sequential:
 
 
 def regression_loss(
-    transform: Box2BoxTransform, loss_type: str, beta: float, deltas: torch.Tensor, src: torch.Tensor, target: torch.Tensor
+    transform: Box2BoxTransform,
+    loss_type: str,
+    beta: float,
+    deltas: torch.Tensor,
+    src: torch.Tensor,
+    target: torch.Tensor,
 ) -> torch.Tensor:
     """Summed class-agnostic box regression loss of ``deltas`` applied to ``src`` vs ``target``,
     with the detector's own loss type (``smooth_l1``, beta 0 being AlignDet's L1, or ``giou``)."""
@@ -86,9 +92,7 @@ def regression_loss(
         return smooth_l1_loss(deltas, transform.get_deltas(src, target), beta, reduction="sum")
     if loss_type == "giou":
         return giou_loss(transform.apply_deltas(deltas, src), target, reduction="sum")
-    raise ValueError(
-        f"Box-domain pre-training supports BBOX_REG_LOSS_TYPE 'smooth_l1' and 'giou', not {loss_type!r}."
-    )
+    raise ValueError(f"Box-domain pre-training supports BBOX_REG_LOSS_TYPE 'smooth_l1' and 'giou', not {loss_type!r}.")
 
 
 def _sample(indices: torch.Tensor, limit: int) -> torch.Tensor:
@@ -156,7 +160,9 @@ class RCNNBoxDomainHead(BoxDomainHead):
             return list(zip(roi_heads.box_head, roi_heads.box_predictor, roi_heads.proposal_matchers))
         return [(roi_heads.box_head, roi_heads.box_predictor, roi_heads.proposal_matcher)]
 
-    def _assign(self, boxes: List[Boxes], targets: List[Instances], matcher) -> Tuple[List[Boxes], List[Boxes], torch.Tensor]:
+    def _assign(
+        self, boxes: List[Boxes], targets: List[Instances], matcher
+    ) -> Tuple[List[Boxes], List[Boxes], torch.Tensor]:
         """Positive RoIs of each image, the proposal each is assigned to, and its identity."""
         rois, assigned, ids = [], [], []
         for image_boxes, target in zip(boxes, targets):
@@ -273,7 +279,9 @@ class RetinaNetBoxDomainHead(BoxDomainHead):
         return outputs, losses
 
 
-def build_box_domain_head(detector: nn.Module, embed_dim: int, max_positives: int, regression_weight: float) -> BoxDomainHead:
+def build_box_domain_head(
+    detector: nn.Module, embed_dim: int, max_positives: int, regression_weight: float
+) -> BoxDomainHead:
     """The :class:`BoxDomainHead` for ``detector`` (an error names unsupported detectors)."""
     if isinstance(detector, GeneralizedRCNN):
         return RCNNBoxDomainHead(detector, embed_dim, max_positives, regression_weight)

@@ -24,6 +24,7 @@ optimizer step of ``t`` and before the momentum branch is used again: the model 
 trainer hook, and a resumed run (whose checkpoint was written after a step) continues the
 EMA exactly, since the step count is a buffer saved with the weights.
 """
+
 import copy
 import logging
 import math
@@ -89,8 +90,7 @@ class BoxDomainPretrainer(nn.Module):
         super().__init__()
         if not 0.0 <= base_momentum <= end_momentum <= 1.0:
             raise ValueError(
-                f"Need 0 <= MODEL.BOX_DOMAIN.BASE_MOMENTUM ({base_momentum}) <= END_MOMENTUM "
-                f"({end_momentum}) <= 1."
+                f"Need 0 <= MODEL.BOX_DOMAIN.BASE_MOMENTUM ({base_momentum}) <= END_MOMENTUM ({end_momentum}) <= 1."
             )
         if temperature <= 0:
             raise ValueError(f"MODEL.BOX_DOMAIN.TEMPERATURE must be positive, got {temperature}.")
@@ -211,13 +211,17 @@ class BoxDomainPretrainer(nn.Module):
         storage.put_scalar("box_domain/momentum", self.momentum_at(step), smoothing_hint=False)
         for stage, (queries, keys) in enumerate(zip(online, momentum)):
             suffix = f"_stage{stage}" if len(online) > 1 else ""
-            loss, stats = box_contrastive_loss(queries.embeddings, queries.ids, keys.embeddings, keys.ids, self.temperature)
+            loss, stats = box_contrastive_loss(
+                queries.embeddings, queries.ids, keys.embeddings, keys.ids, self.temperature
+            )
             losses[f"loss_box_contrast{suffix}"] = loss * self.contrastive_weight
             self._log(storage, suffix, queries, keys, stats, len(batched_inputs))
         return losses
 
     @staticmethod
-    def _log(storage, suffix: str, queries: BoxEmbeddings, keys: BoxEmbeddings, stats: Dict[str, torch.Tensor], images: int):
+    def _log(
+        storage, suffix: str, queries: BoxEmbeddings, keys: BoxEmbeddings, stats: Dict[str, torch.Tensor], images: int
+    ):
         """Positives, matched pairs and embedding spread; a collapse drives the spread to 0."""
         storage.put_scalar(f"box_domain/positives_per_image{suffix}", len(queries) / images)
         storage.put_scalar(f"box_domain/momentum_positives_per_image{suffix}", len(keys) / images)

@@ -11,6 +11,7 @@ Given the fine-tuning model's state dict, a kept tensor whose shape differs ther
 class-agnostic ``bbox_pred`` of 4 outputs for a detector regressing 4 x K) is re-initialised
 too, and every parameter of the model that the weights do not provide is reported.
 """
+
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -64,8 +65,7 @@ def box_domain_to_detector(
     """
     if not any(k.startswith(ONLINE_PREFIX) for k in state_dict):
         raise ValueError(
-            "Not a BoxDomainPretrainer checkpoint: no 'online.*' keys (it has e.g. "
-            f"{sorted(state_dict)[:3]})."
+            f"Not a BoxDomainPretrainer checkpoint: no 'online.*' keys (it has e.g. {sorted(state_dict)[:3]})."
         )
     report = ConversionReport()
     weights: Dict[str, torch.Tensor] = {}

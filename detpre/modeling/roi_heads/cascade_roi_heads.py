@@ -14,6 +14,7 @@ would report them as unexpected and leave every stage random.
 from the single head with :func:`detpre.checkpoint.cascade_seed.seed_cascade_from_single_head`.
 Cascade checkpoints (e.g. ``--resume``) load unchanged.
 """
+
 import logging
 from typing import Sequence
 

@@ -1,0 +1,432 @@
+"""tools/init_study.py: initializations x schedules, resumable, read back into a table and a plot.
+
+The fast tests check the pieces on hand-made run folders (known metrics) and configs; the
+slow one runs a real 2 x 2 study on the demo data on the CPU, then runs it again after
+breaking one run, which must be the only one trained again.
+"""
+
+import csv
+import json
+import math
+import os
+import pickle
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+import yaml
+
+from detpre.analysis.init_study import (
+    SCRATCH,
+    Init,
+    InitStudy,
+    final_metric,
+    is_finished,
+    markdown_table,
+    prepare_weights,
+    read_metrics,
+    write_results,
+)
+
+from conftest import DEMO_CONFIG, TINY_DEMO_OPTS, load_tool
+
+init_study_tool = load_tool("init_study")
+build_inits, build_parser, main = init_study_tool.build_inits, init_study_tool.build_parser, init_study_tool.main
+
+# A 1x schedule of 4 iterations at 2 images, LR drops after 2 and 3; checkpoints and
+# evaluations every 4 iterations, on 4 validation images.
+TOY_OPTS = TINY_DEMO_OPTS + [
+    "SOLVER.SCHEDULE.REFERENCE_IMS_PER_BATCH",
+    "2",
+    "SOLVER.SCHEDULE.ITERS_PER_X",
+    "4",
+    "SOLVER.SCHEDULE.STEPS_FROM_END",
+    "(2, 1)",
+    "SOLVER.SCHEDULE.WARMUP_ITERS",
+    "1",
+    "SOLVER.SCHEDULE.BASE_LR",
+    "0.01",
+    "SOLVER.SCHEDULE.CHECKPOINT_PERIOD",
+    "4",
+    "SOLVER.SCHEDULE.EVAL_PERIOD",
+    "4",
+    "DATALOADER.NUM_WORKERS",
+    "0",
+    "SEED",
+    "3",
+    "INPUT.MIN_SIZE_TEST",
+    "96",
+    "INPUT.MAX_SIZE_TEST",
+    "128",
+    "MODEL.RPN.PRE_NMS_TOPK_TEST",
+    "100",
+    "MODEL.RPN.POST_NMS_TOPK_TEST",
+    "20",
+    "DATASETS.TEST",
+    "('detpre_demo_val_4_s0',)",
+]
+# What fine-tuning BN-trained ImageNet weights means in Detectron2: a frozen-BN backbone.
+IMAGENET_OPTS = [
+    "MODEL.BACKBONE.NAME",
+    "build_resnet_fpn_backbone",
+    "MODEL.RESNETS.NORM",
+    "FrozenBN",
+    "MODEL.BACKBONE.FREEZE_AT",
+    "2",
+]
+
+
+def torchvision_resnet18(path: Path) -> Path:
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    return path
+
+
+# ------------------------------------------------------------------ initializations
+def test_init_parse_and_bad_entries():
+    assert Init.parse("scratch=scratch") == Init("scratch", SCRATCH)
+    assert Init.parse(" coco = detectron2://COCO/x.pkl ").spec == "detectron2://COCO/x.pkl"
+    for bad, message in [("scratch", "NAME=SPEC"), ("=x.pkl", "NAME=SPEC"), ("a/b=x.pkl", "'a/b'")]:
+        with pytest.raises(ValueError, match=message):
+            Init.parse(bad)
+
+
+def test_torchvision_state_dict_is_converted_with_the_config_it_needs(tmp_path):
+    src = torchvision_resnet18(tmp_path / "resnet18.pth")
+    weights = prepare_weights(Init("imagenet", str(src)), str(tmp_path / "weights"))
+    assert weights.path == str(tmp_path / "weights" / "imagenet.pkl")
+    with open(weights.path, "rb") as f:
+        converted = pickle.load(f)["model"]
+    original = torch.load(src)
+    assert (converted["res2.1.conv2.weight"] == original["layer1.1.conv2.weight"].numpy()).all()
+    assert not any(k.startswith("fc.") for k in converted)
+    opts = dict(zip(weights.opts[::2], weights.opts[1::2]))
+    assert opts["MODEL.RESNETS.DEPTH"] == "18"
+    assert opts["INPUT.FORMAT"] == "RGB"
+    assert opts["MODEL.RESNETS.STRIDE_IN_1X1"] == "False"
+
+
+def test_detectron2_checkpoints_and_scratch_are_passed_through(tmp_path):
+    d2 = tmp_path / "box_pretrained.pth"
+    torch.save({"model": {"backbone.bottom_up.stem.conv1.weight": torch.zeros(2, 3, 7, 7)}, "iteration": 9}, d2)
+    assert prepare_weights(Init("box", str(d2)), str(tmp_path)).path == str(d2)
+    zoo = tmp_path / "R-50.pkl"
+    zoo.write_bytes(b"not opened")  # .pkl files go to Detectron2's loader unread
+    assert prepare_weights(Init("in", str(zoo)), str(tmp_path)).path == str(zoo)
+    assert prepare_weights(Init("s", SCRATCH), str(tmp_path)).path == ""
+    for url in ("detectron2://ImageNetPretrained/MSRA/R-50.pkl", "catalog://ImageNetPretrained/FAIR/R-50-GN"):
+        assert prepare_weights(Init("zoo", url), str(tmp_path)).path == url
+
+
+def test_unusable_checkpoints_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--init x=.*missing.pth"):
+        prepare_weights(Init("x", str(tmp_path / "missing.pth")), str(tmp_path))
+    other = tmp_path / "vit.pth"
+    torch.save({"blocks.0.attn.qkv.weight": torch.zeros(1)}, other)
+    with pytest.raises(ValueError, match="neither a Detectron2 checkpoint.*blocks.0.attn"):
+        prepare_weights(Init("vit", str(other)), str(tmp_path))
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="cannot read .*notes.pth"):
+        prepare_weights(Init("t", str(text)), str(tmp_path))
+
+
+def test_cli_attaches_per_init_configs_and_overrides(tmp_path):
+    args = build_parser().parse_args(
+        [
+            "--config-file",
+            "c.yaml",
+            "--init",
+            "scratch=scratch",
+            "--init",
+            "imagenet=r.pkl",
+            "--init-opts",
+            "imagenet",
+            "MODEL.RESNETS.NORM",
+            "FrozenBN",
+            "--init-config",
+            "imagenet=ft.yaml",
+            "--schedules",
+            "1x",
+            "--output-dir",
+            str(tmp_path),
+            "--opts",
+            "MODEL.DEVICE",
+            "cpu",
+        ]
+    )
+    scratch, imagenet = build_inits(args)
+    assert scratch == Init("scratch", "scratch")
+    assert imagenet == Init("imagenet", "r.pkl", "ft.yaml", ("MODEL.RESNETS.NORM", "FrozenBN"))
+    assert args.opts == ["MODEL.DEVICE", "cpu"]
+    args.init_opts.append(["coco", "A", "1"])
+    with pytest.raises(ValueError, match="--init-opts coco: no --init is named 'coco'"):
+        build_inits(args)
+
+
+# ------------------------------------------------------------------------- planning
+def test_plan_resolves_each_schedule_and_refuses_study_keys(tmp_path):
+    inits = [Init("scratch", SCRATCH), Init("other", SCRATCH, opts=("SOLVER.IMS_PER_BATCH", "1"))]
+    study = InitStudy(str(DEMO_CONFIG), inits, ["1x", "2x"], str(tmp_path), opts=TOY_OPTS)
+    plans = {p.name: p for p in study.plan()}
+    assert sorted(plans) == ["other_1x", "other_2x", "scratch_1x", "scratch_2x"]
+    assert plans["scratch_1x"].cfg.SOLVER.MAX_ITER == 4 and plans["scratch_2x"].cfg.SOLVER.MAX_ITER == 8
+    assert plans["scratch_2x"].cfg.SOLVER.STEPS == (6, 7)
+    # The per-init batch comes after the study's: the same images are seen in twice the iterations.
+    assert plans["other_2x"].cfg.SOLVER.MAX_ITER == 16 and plans["other_2x"].images_per_iter == 1
+    assert plans["other_2x"].cfg.SOLVER.STEPS == (12, 14)
+    assert plans["scratch_1x"].cfg.OUTPUT_DIR == str(tmp_path / "scratch_1x")
+    assert "--resume" in plans["scratch_1x"].argv
+    # At 4 images the drops at the last 2 and 1 reference iterations (at 2 images) would fall on
+    # one iteration: too short to hold both LR drops.
+    four = Init("four", SCRATCH, opts=("SOLVER.IMS_PER_BATCH", "4"))
+    with pytest.raises(ValueError, match="run four_2x: Schedule '2x' at SOLVER.IMS_PER_BATCH 4 is 4 iterations"):
+        InitStudy(str(DEMO_CONFIG), [four], ["2x"], str(tmp_path), opts=TOY_OPTS).plan()
+    # What the user sets in --opts is what every run trains, the schedule notwithstanding.
+    (fixed,) = InitStudy(
+        str(DEMO_CONFIG), inits[:1], ["2x"], str(tmp_path), opts=TOY_OPTS + ["SOLVER.MAX_ITER", "5"]
+    ).plan()
+    assert fixed.cfg.SOLVER.MAX_ITER == 5 and fixed.argv[-6:-4] == ["SOLVER.MAX_ITER", "5"]
+    with pytest.raises(ValueError, match="MODEL.WEIGHTS.*sets itself"):
+        InitStudy(str(DEMO_CONFIG), inits, ["1x"], str(tmp_path), opts=["MODEL.WEIGHTS", "x.pkl"])
+    with pytest.raises(ValueError, match="Unknown schedule 'long'"):
+        InitStudy(str(DEMO_CONFIG), inits, ["long"], str(tmp_path))
+    with pytest.raises(ValueError, match="repeated: \\['scratch'\\]"):
+        InitStudy(str(DEMO_CONFIG), [inits[0], inits[0]], ["1x"], str(tmp_path))
+
+
+def test_bad_override_names_the_run(tmp_path):
+    study = InitStudy(
+        str(DEMO_CONFIG), [Init("s", SCRATCH, opts=("SOLVER.NO_SUCH_KEY", "1"))], ["1x"], str(tmp_path), opts=TOY_OPTS
+    )
+    with pytest.raises(ValueError, match="run s_1x: .*SOLVER.NO_SUCH_KEY"):
+        study.plan()
+
+
+def test_folder_of_another_config_is_refused(tmp_path):
+    study = InitStudy(str(DEMO_CONFIG), [Init("s", SCRATCH)], ["1x"], str(tmp_path), opts=TOY_OPTS)
+    (plan,) = study.plan()
+    os.makedirs(plan.output_dir)
+    Path(plan.output_dir, "config.yaml").write_text(plan.cfg.dump())
+    study.plan()  # the same config: fine
+    changed = InitStudy(
+        str(DEMO_CONFIG),
+        [Init("s", SCRATCH)],
+        ["1x"],
+        str(tmp_path),
+        opts=TOY_OPTS + ["SOLVER.SCHEDULE.ITERS_PER_X", "6"],
+    )
+    with pytest.raises(ValueError, match="another config.*SOLVER.MAX_ITER: 4 -> 6"):
+        changed.plan()
+
+
+# ------------------------------------------------------------------ reading results
+def fake_run(output_dir: Path, records, final_checkpoint=True, partial_line=False):
+    output_dir.mkdir(parents=True)
+    with open(output_dir / "metrics.json", "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+        if partial_line:
+            f.write('{"bbox/AP": 99, "itera')
+    if final_checkpoint:
+        (output_dir / "model_final.pth").write_bytes(b"")
+
+
+def test_finished_runs_table_and_curves(tmp_path):
+    study = InitStudy(
+        str(DEMO_CONFIG), [Init("scratch", SCRATCH), Init("ft", SCRATCH)], ["1x", "2x"], str(tmp_path), opts=TOY_OPTS
+    )
+    plans = study.plan()
+    ap = {"scratch_1x": 3.25, "scratch_2x": 7.5, "ft_1x": float("nan")}
+    # scratch_2x: evaluated after iteration 3, then resumed and evaluated twice at the end.
+    fake_run(tmp_path / "scratch_1x", [{"iteration": 3, "loss": 1.0}, {"iteration": 4, "bbox/AP": 3.25}])
+    fake_run(
+        tmp_path / "scratch_2x",
+        [{"iteration": 3, "bbox/AP": 1.0}, {"iteration": 8, "bbox/AP": 7.0}, {"iteration": 9, "bbox/AP": 7.5}],
+        partial_line=True,
+    )
+    fake_run(tmp_path / "ft_1x", [{"iteration": 4, "bbox/AP": float("nan"), "bbox/AP50": 0.0}])
+    # Interrupted: its last record is a periodic evaluation, and no model_final.
+    fake_run(tmp_path / "ft_2x", [{"iteration": 3, "bbox/AP": 2.0}], final_checkpoint=False)
+    assert [is_finished(p.output_dir, p.cfg.SOLVER.MAX_ITER) for p in plans] == [True, True, True, False]
+    assert final_metric(read_metrics(str(tmp_path / "scratch_2x")), "bbox/AP") == (9, 7.5)
+
+    cells = {f"{c.init}_{c.schedule}": c for c in study.collect(plans)}
+    assert {k: c.status for k, c in cells.items()} == {
+        "scratch_1x": "done",
+        "scratch_2x": "done",
+        "ft_1x": "done",
+        "ft_2x": "not run",
+    }
+    assert cells["scratch_2x"].value == 7.5 and math.isnan(cells["ft_1x"].value) and cells["ft_2x"].value is None
+    # x is images seen: 2 images per iteration; both end-of-run evaluations land at MAX_ITER.
+    assert cells["scratch_2x"].curve == [(8, 1.0), (16, 7.5)]
+    assert cells["ft_2x"].curve == [(8, 2.0)]
+
+    table = markdown_table(list(cells.values()), ["scratch", "ft"], ["1x", "2x"], "bbox/AP")
+    assert table.splitlines() == [
+        "| bbox/AP | 1x | 2x |",
+        "|:--|--:|--:|",
+        "| scratch | 3.25 | 7.50 |",
+        "| ft | nan | - |",
+    ]
+    paths = write_results(list(cells.values()), ["scratch", "ft"], ["1x", "2x"], "bbox/AP", str(tmp_path))
+    with open(paths["csv"]) as f:
+        rows = list(csv.reader(f))
+    assert rows == [["init", "1x", "2x"], ["scratch", "3.25", "7.5"], ["ft", "nan", ""]]
+    with open(paths["json"]) as f:
+        runs = {f"{r['init']}_{r['schedule']}": r for r in json.load(f)["runs"]}
+    assert runs["scratch_1x"]["value"] == ap["scratch_1x"] and runs["ft_1x"]["value"] is None
+    assert runs["scratch_2x"]["images_seen"] == 16
+
+
+def test_missing_metric_lists_what_the_evaluation_wrote(tmp_path):
+    study = InitStudy(str(DEMO_CONFIG), [Init("s", SCRATCH)], ["1x"], str(tmp_path), opts=TOY_OPTS, metric="kaist/MR")
+    plans = study.plan()
+    fake_run(tmp_path / "s_1x", [{"iteration": 4, "bbox/AP": 1.0, "bbox/AP50": 2.0}])
+    (cell,) = study.collect(plans)
+    assert cell.status == "failed"
+    assert "no 'kaist/MR'" in cell.error and "['bbox/AP', 'bbox/AP50']" in cell.error
+
+
+def test_dry_run_and_report_only_launch_nothing(tmp_path, capsys, monkeypatch):
+    def no_launch(*args, **kwargs):
+        raise AssertionError(f"launched {args}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_launch)
+    argv = [
+        "--config-file",
+        str(DEMO_CONFIG),
+        "--init",
+        "scratch=scratch",
+        "--schedules",
+        "1x",
+        "2x",
+        "--output-dir",
+        str(tmp_path),
+        "--opts",
+        *TOY_OPTS,
+    ]
+    fake_run(tmp_path / "scratch_1x", [{"iteration": 4, "bbox/AP": 5.0}])
+    (tmp_path / "scratch_2x").mkdir()
+    (tmp_path / "scratch_2x" / "last_checkpoint").write_text("model_0000003.pth")
+    assert main([*argv, "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "scratch_1x: finished, MAX_ITER 4 x 2 images" in printed
+    assert "scratch_2x: resume, MAX_ITER 8 x 2 images, STEPS (6, 7)" in printed
+    assert "--schedule 2x --resume" in printed and not (tmp_path / "init_study.md").exists()
+    # Not every run has finished: the table shows what has, and the exit status says so.
+    assert main([*argv, "--report-only"]) == 1
+    assert (tmp_path / "init_study.md").read_text().splitlines()[2] == "| scratch | 5.00 | - |"
+    assert (tmp_path / "init_study.png").is_file()
+
+
+FAKE_TRAIN_NET = """
+import os, signal, sys, time
+out = sys.argv[sys.argv.index("OUTPUT_DIR") + 1]
+
+def save_and_exit(signum, frame):
+    open(os.path.join(out, "saved_on_signal"), "w").close()
+    sys.exit(128 + signum)
+
+signal.signal(signal.SIGTERM, save_and_exit)
+os.kill(os.getppid(), signal.SIGTERM)  # the cluster preempts the study
+time.sleep(60)
+"""
+
+
+def test_sigterm_reaches_the_run_and_stops_the_study(tmp_path):
+    script = tmp_path / "fake_train_net.py"
+    script.write_text(FAKE_TRAIN_NET)
+    study = InitStudy(str(DEMO_CONFIG), [Init("s", SCRATCH)], ["1x", "2x"], str(tmp_path / "study"), opts=TOY_OPTS)
+    messages = []
+    cells = study.run(str(script), log=messages.append)
+    assert [c.status for c in cells] == ["stopped", "not run"]
+    assert (tmp_path / "study" / "s_1x" / "saved_on_signal").is_file()
+    assert not (tmp_path / "study" / "s_2x").exists()
+    assert "s_1x: stopped" in messages[-1]
+
+
+# ------------------------------------------------------------------- end to end
+def mtimes(run_dir: Path):
+    return {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.is_file()}
+
+
+@pytest.mark.slow
+def test_study_runs_skips_finished_runs_and_resumes_a_broken_one(demo_root, tmp_path, monkeypatch, capsys):
+    # The study runs in this process; each run is a tools/train_net.py process of its own.
+    monkeypatch.setenv("DETPRE_DEMO_ROOT", str(demo_root))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    out = tmp_path / "study"
+    weights = torchvision_resnet18(tmp_path / "resnet18_torchvision.pth")
+    argv = [
+        "--config-file",
+        str(DEMO_CONFIG),
+        "--init",
+        "scratch=scratch",
+        "--init",
+        f"imagenet={weights}",
+        "--init-opts",
+        "imagenet",
+        *IMAGENET_OPTS,
+        "--schedules",
+        "1x",
+        "2x",
+        "--output-dir",
+        str(out),
+        "--opts",
+        *TOY_OPTS,
+    ]
+    assert main(argv) == 0, capsys.readouterr()
+    first = capsys.readouterr().out
+    runs = ["scratch_1x", "scratch_2x", "imagenet_1x", "imagenet_2x"]
+    for run in runs:
+        assert (out / run / "model_final.pth").is_file(), run
+    # The converted weights and the values they need reached the ImageNet runs.
+    saved = yaml.safe_load((out / "imagenet_2x" / "config.yaml").read_text())
+    assert saved["MODEL"]["WEIGHTS"] == str(out / "weights" / "imagenet.pkl")
+    assert saved["INPUT"]["FORMAT"] == "RGB" and saved["MODEL"]["RESNETS"]["NORM"] == "FrozenBN"
+    assert saved["SOLVER"]["MAX_ITER"] == 8
+
+    def table_matches_metrics():
+        with open(out / "init_study.json") as f:
+            cells = {f"{c['init']}_{c['schedule']}": c for c in json.load(f)["runs"]}
+        for run in runs:
+            last = [r["bbox/AP"] for r in read_metrics(str(out / run)) if "bbox/AP" in r][-1]
+            value = cells[run]["value"]
+            assert (value is None and math.isnan(last)) or value == last, run
+            assert cells[run]["status"] == "done"
+        return cells
+
+    cells = table_matches_metrics()
+    assert cells["scratch_2x"]["images_seen"] == 16 and len(cells["scratch_2x"]["curve"]) == 2
+    assert "| bbox/AP | 1x | 2x |" in first
+    png = out / "init_study.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Again: everything is finished, nothing is launched.
+    before = {run: mtimes(out / run) for run in runs}
+
+    def no_launch(*args, **kwargs):
+        raise AssertionError(f"a finished study launched {args}")
+
+    with monkeypatch.context() as m:
+        m.setattr(subprocess, "Popen", no_launch)
+        assert main(argv) == 0, capsys.readouterr()
+    assert capsys.readouterr().out.count("finished, skipped") == 4
+    assert {run: mtimes(out / run) for run in runs} == before
+
+    # Break imagenet_2x as a kill at iteration 5 would: no final checkpoint, the last one gone.
+    (out / "imagenet_2x" / "model_final.pth").unlink()
+    (out / "imagenet_2x" / "model_0000007.pth").unlink()
+    assert main(argv) == 0, capsys.readouterr()
+    third = capsys.readouterr().out
+    assert third.count("finished, skipped") == 3 and "imagenet_2x: resuming" in third
+    assert (out / "imagenet_2x" / "model_final.pth").is_file()
+    log = (out / "imagenet_2x" / "log.txt").read_text()
+    assert "Starting training from iteration 4" in log
+    for run in runs[:3]:
+        assert mtimes(out / run) == before[run]
+    table_matches_metrics()

@@ -1,0 +1,40 @@
+"""The README's commands run as written: every shell command of its Training section."""
+
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end >= 0 else len(text)]
+
+
+def shell_commands(markdown: str):
+    for block in re.findall(r"```bash\n(.*?)```", markdown, flags=re.S):
+        for line in block.splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                yield line
+
+
+def test_every_training_command_runs(demo_env, tmp_path):
+    commands = list(shell_commands(section("Training")))
+    assert len(commands) >= 3 and all(c.startswith("python tools/") for c in commands)
+    for command in commands:
+        argv = [
+            sys.executable if word == "python" else word.replace("output/readme", str(tmp_path))
+            for word in shlex.split(command)
+        ]
+        done = subprocess.run(argv, cwd=REPO, env=demo_env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{command}\n{done.stderr[-3000:]}"
+    assert (tmp_path / "model_final.pth").is_file()
+    assert "Evaluation results for detpre_demo_val_10_s0 in csv format" in (tmp_path / "log.txt").read_text()
