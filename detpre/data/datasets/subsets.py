@@ -170,7 +170,3 @@ def register_paper_subsets(source: str = "coco_2017_train", seeds: Iterable[int]
     for seed in seeds:
         for size in PAPER_SUBSETS:
             register_subset(source, size, seed)
-
-
-if "coco_2017_train" in DatasetCatalog.list():
-    register_paper_subsets()
