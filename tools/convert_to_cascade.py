@@ -19,13 +19,12 @@ import argparse
 import sys
 
 import torch
-from detectron2.modeling import build_model
 
 import detpre  # noqa: F401  (registers detpre's backbones and heads)
 from detpre.checkpoint.cascade_seed import seed_cascade_from_single_head
 from detpre.checkpoint.reading import CheckpointError, load_checkpoint_file, read_model_state
 from detpre.config import ConfigError, load_cfg
-from detpre.modeling.norm import resolve_sync_norm
+from detpre.modeling.build import build_model
 from detpre.utils.cli import cli_main
 from detpre.utils.file_io import atomic_write
 
@@ -55,7 +54,7 @@ def main(argv=None) -> int:
         parser.error(f"OUT must end with .pth (Detectron2 reads .pkl files as Caffe2 models): {args.output}")
 
     cfg = load_cfg(args.config_file, [*args.opts, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
-    model = build_model(resolve_sync_norm(cfg, world_size=1))
+    model = build_model(cfg, world_size=1)
     if not hasattr(model, "roi_heads") or not hasattr(model.roi_heads, "num_cascade_stages"):
         raise ConfigError(
             f"{args.config_file} builds no cascade ROI heads (MODEL.ROI_HEADS.NAME is {cfg.MODEL.ROI_HEADS.NAME!r})"
