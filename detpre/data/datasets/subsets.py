@@ -25,12 +25,14 @@ Names follow ``<source>_<size>[_unfiltered]_s<seed>``: ``coco_2017_train_10k_s0`
 """
 
 import hashlib
+import json
 import logging
 import re
 from dataclasses import dataclass, replace
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.coco import convert_to_coco_dict
 
 from ..annotation_checks import is_trainable
 
@@ -170,3 +172,21 @@ def register_paper_subsets(source: str = "coco_2017_train", seeds: Iterable[int]
     for seed in seeds:
         for size in PAPER_SUBSETS:
             register_subset(source, size, seed)
+
+
+def subset_coco_dict(source: str, name: str) -> dict:
+    """The COCO dict of registered subset ``name`` of ``source`` (``tools/make_subset.py``).
+
+    Where the source was registered from a COCO json, that json is filtered, so every field
+    (masks, keypoints, licences) survives; otherwise the dicts are converted with Detectron2's
+    ``convert_to_coco_dict``."""
+    records = DatasetCatalog.get(name)
+    json_file = MetadataCatalog.get(source).get("json_file", None)
+    if not json_file:
+        return convert_to_coco_dict(name)
+    with open(json_file) as f:
+        coco = json.load(f)
+    keep = {r["image_id"] for r in records}
+    coco["images"] = [im for im in coco["images"] if im["id"] in keep]
+    coco["annotations"] = [a for a in coco.get("annotations", []) if a["image_id"] in keep]
+    return coco
