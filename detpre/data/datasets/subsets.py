@@ -140,18 +140,34 @@ def register_subset(source: str, size: Union[str, int], seed: int = 0, name: str
     name = name or spec.name
     if name in DatasetCatalog.list():
         return name
-    DatasetCatalog.register(name, lambda: select_subset(DatasetCatalog.get(source), spec))
-    inherited = {}
-    if source in MetadataCatalog.list():
-        inherited = {k: v for k, v in MetadataCatalog.get(source).as_dict().items() if k not in _NOT_INHERITED}
+
+    def load() -> List[Dict[str, Any]]:
+        records = DatasetCatalog.get(source)
+        # Loading the source may set metadata (Detectron2's load_coco_json sets thing_classes).
+        _inherit_metadata(source, name)
+        return select_subset(records, spec)
+
+    DatasetCatalog.register(name, load)
+    _inherit_metadata(source, name)
     MetadataCatalog.get(name).set(
-        **inherited,
         subset_of=source,
         subset_size=spec.size_tag,
         subset_seed=spec.seed,
         subset_counts="every image" if spec.unfiltered else "trainable images",
     )
     return name
+
+
+def _inherit_metadata(source: str, name: str) -> None:
+    """Copy to subset ``name`` the metadata of ``source`` it does not have yet (not the keys of
+    :data:`_NOT_INHERITED`, which describe the source's own files)."""
+    if source not in MetadataCatalog.list():
+        return
+    own = MetadataCatalog.get(name)
+    missing = {
+        k: v for k, v in MetadataCatalog.get(source).as_dict().items() if k not in _NOT_INHERITED and not hasattr(own, k)
+    }
+    own.set(**missing)
 
 
 def ensure_subset_registered(name: str) -> bool:
