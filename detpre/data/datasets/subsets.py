@@ -164,10 +164,8 @@ def _inherit_metadata(source: str, name: str) -> None:
     if source not in MetadataCatalog.list():
         return
     own = MetadataCatalog.get(name)
-    missing = {
-        k: v for k, v in MetadataCatalog.get(source).as_dict().items() if k not in _NOT_INHERITED and not hasattr(own, k)
-    }
-    own.set(**missing)
+    source_metadata = MetadataCatalog.get(source).as_dict()
+    own.set(**{k: v for k, v in source_metadata.items() if k not in _NOT_INHERITED and not hasattr(own, k)})
 
 
 def ensure_subset_registered(name: str) -> bool:
