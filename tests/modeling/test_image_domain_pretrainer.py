@@ -386,3 +386,23 @@ def test_key_encoder_syncbn_becomes_per_process_with_the_same_state():
         all(torch.equal(state[k], v) for k, v in module.state_dict().items())
         and state.keys() == module.state_dict().keys()
     )
+
+
+CHAIN = sorted(
+    [*KAIST.glob("image_domain_*.yaml"), *KAIST.glob("*_mocov2*.yaml"), *DEMO.glob("image_domain_*.yaml")]
+    + [*DEMO.glob("*_mocov2.yaml")]
+)
+
+
+@pytest.mark.parametrize("path", CHAIN, ids=[p.name for p in CHAIN])
+def test_the_chains_configs_load_as_the_tools_load_them(path):
+    """Through detpre's loader (what tools/train_net.py does), also with another named schedule:
+    test_configs merges files directly, which does not check a file's values against its schedule."""
+    from detpre.config import load_cfg
+
+    cfg = load_cfg(str(path), ["MODEL.DEVICE", "cpu"])
+    if cfg.SOLVER.SCHEDULE.NAME:
+        assert load_cfg(str(path), ["MODEL.DEVICE", "cpu"], schedule="2x").SOLVER.MAX_ITER == 2 * cfg.SOLVER.MAX_ITER
+    if cfg.MODEL.META_ARCHITECTURE == "ImageDomainPretrainer":
+        assert cfg.INPUT.DATASET_MAPPER_NAME == "TwoCropDatasetMapper" and not cfg.DATASETS.TEST
+        assert not cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS and cfg.MODEL.IMAGE_DOMAIN.QUEUE_START == "empty"
