@@ -25,6 +25,11 @@ encoder, so that weights loaded after construction reach both) and the step coun
 queues and their pointers are buffers saved with the weights: a resumed run continues
 exactly (detpre's trainer re-seeds every step and its loader resumes its data stream).
 
+The queues start as MoCo's, random unit vectors that are negatives from the first step, or
+(``QUEUE_START "empty"``, detpre's GN configs) hold only keys of past batches: random
+negatives reward mapping every image to one point, which BN's batch centering forbids and GN
+allows (docs/image_domain_ssl.md has the measurement).
+
 Batch statistics leak between the two views through BatchNorm (MoCo's "shuffle BN" reason).
 detpre's configs use GroupNorm, whose statistics are per sample: nothing leaks, nothing is
 shuffled. With batch-statistics norms on several processes the key batch is shuffled across
