@@ -68,6 +68,60 @@ def test_two_independent_square_crops_of_an_image(cfg, record):
     assert all(torch.equal(a["image"], b["image"]) for a, b in zip(views, again))
 
 
+def test_the_two_views_draw_their_geometry_independently(cfg, record):
+    """Without photometric ops the views differ only by crop and flip: each view draws its own
+    (they differ within one sample, their flips disagree in some samples and agree in others),
+    and another seed draws other crops."""
+    mapper = _mapper(cfg, photometric=False)
+    disagree = 0
+    for seed in range(20):
+        first, second = (v["image"] for v in _seeded(mapper, record, seed)["views"])
+        assert not torch.equal(first, second)
+        red = [v[2, 16].float() for v in (first, second)]  # BGR: channel 2 is red, 255 - x
+        disagree += int((red[0][0] < red[0][-1]) != (red[1][0] < red[1][-1]))
+    assert 2 <= disagree <= 18  # about half of 20 when the flips are drawn per view
+    one, other = (_seeded(mapper, record, seed)["views"][0]["image"] for seed in (0, 1))
+    assert not torch.equal(one, other)
+
+
+def test_every_value_comes_from_input_image_domain(cfg, record):
+    """The defaults are MoCo v2's aug+, and each INPUT.IMAGE_DOMAIN key reaches the transforms."""
+    assert cfg.INPUT.IMAGE_DOMAIN.CROP_SIZE == 224  # the helper below makes it 32
+    default = _mapper(cfg, fmt="BGRT")
+    assert (default.crop_scale, default.flip_prob, default.shared_crop) == ((0.2, 1.0), 0.5, True)
+    assert default.crop_ratio == pytest.approx((3 / 4, 4 / 3))
+    jitter, grayscale, blur = default.photometric["visible"].transforms
+    assert (jitter.p, grayscale.p, blur.p, blur.transforms[0].sigma) == (0.8, 0.2, 0.5, (0.1, 2.0))
+    color = jitter.transforms[0]
+    assert (color.brightness, color.contrast, color.saturation) == ((0.6, 1.4),) * 3 and color.hue == (-0.1, 0.1)
+
+    mapper = _mapper(
+        cfg,
+        fmt="BGRT",
+        CROP_SIZE=40,
+        CROP_SCALE=(0.3, 0.9),
+        CROP_RATIO=(0.5, 2.0),
+        COLOR_JITTER=(0.1, 0.2, 0.3, 0.05),
+        COLOR_JITTER_PROB=0.7,
+        GRAYSCALE_PROB=0.1,
+        BLUR_SIGMA=(0.5, 1.5),
+        BLUR_PROB=0.3,
+        FLIP_PROB=0.25,
+        CROSS_MODAL_SHARED_CROP=False,
+    )
+    assert (mapper.crop_size, mapper.crop_scale, mapper.crop_ratio) == (40, (0.3, 0.9), (0.5, 2.0))
+    assert (mapper.flip_prob, mapper.shared_crop) == (0.25, False)
+    jitter, grayscale, blur = mapper.photometric["visible"].transforms
+    assert (jitter.p, grayscale.p, blur.p, blur.transforms[0].sigma) == (0.7, 0.1, 0.3, (0.5, 1.5))
+    color = jitter.transforms[0]
+    assert (color.brightness, color.contrast, color.saturation) == ((0.9, 1.1), (0.8, 1.2), (0.7, 1.3))
+    assert color.hue == (-0.05, 0.05)
+    thermal_jitter, thermal_blur = mapper.photometric["lwir"].transforms
+    assert (thermal_jitter.p, thermal_blur.p, thermal_blur.transforms[0].sigma) == (0.7, 0.3, (0.5, 1.5))
+    assert (thermal_jitter.transforms[0].brightness, thermal_jitter.transforms[0].contrast) == ((0.9, 1.1), (0.8, 1.2))
+    assert [v["image"].shape for v in _seeded(mapper, record, 0)["views"]] == [(4, 40, 40)] * 2
+
+
 def test_crops_follow_moco_v2s_area_range_and_flip(cfg, record):
     """Without photometric ops a pixel's value says where it came from: the crop's span of the
     horizontal ramp (red = 255 - x) stays within the area range, and flips reverse it."""
