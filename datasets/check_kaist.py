@@ -16,30 +16,14 @@ there is any problem. ``--quick`` skips decoding images and parsing annotations
 """
 
 import argparse
-import re
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List, Set
 
-from detpre.data.datasets.kaist import (
-    ANNOTATION_VERSIONS,
-    IMAGE_SIZE,
-    MODALITIES,
-    KAISTFrame,
-    read_image_set,
-    read_objects,
-)
+from detpre.data.datasets.kaist import ANNOTATION_VERSIONS, FORMAT_LAYOUTS, read_objects
 from detpre.data.image_io import read_image
-
-_IMAGE_RE = re.compile(r"^(set\d{2})/(V\d{3})/(visible|lwir)/(I\d{5})\.jpg$")
-# How each annotation format names the frame of a file, relative to its directory.
-_ANNOTATION_RES = {
-    "bbgt": re.compile(r"^(set\d{2})/(V\d{3})/(I\d{5})\.txt$"),
-    "bbgt-paired": re.compile(r"^(set\d{2})/(V\d{3})/(?:visible|lwir)/(I\d{5})\.txt$"),
-    "voc-xml": re.compile(r"^(set\d{2})/(V\d{3})/(I\d{5})\.xml$"),
-    "bbgt-flat": re.compile(r"^(set\d{2})_(V\d{3})_(I\d{5})\.txt$"),
-}
+from kaisteval.frames import FRAME_SIZE, MODALITIES, Frame, image_file, parse_frame_path, read_image_set
 
 
 class Report:
@@ -59,44 +43,44 @@ class Report:
                 print(f"  ... and {len(messages) - self.max_listed} more")
 
 
-def scan_images(root: Path) -> Dict[KAISTFrame, Set[str]]:
+def scan_images(root: Path) -> Dict[Frame, Set[str]]:
     """Frame -> the modalities it has an image for."""
-    frames: Dict[KAISTFrame, Set[str]] = defaultdict(set)
+    frames: Dict[Frame, Set[str]] = defaultdict(set)
     images = root / "images"
     for path in images.glob("set*/V*/*/I*.jpg"):
-        match = _IMAGE_RE.match(path.relative_to(images).as_posix())
-        if match:
-            set_id, video, modality, frame = match.groups()
-            frames[KAISTFrame(set_id, video, frame)].add(modality)
+        relative = path.relative_to(images).as_posix()
+        frame = parse_frame_path(relative)
+        if frame is not None:
+            frames[frame].add(path.parent.name)
     return frames
 
 
-def check_images(root: Path, frames: Dict[KAISTFrame, Set[str]], report: Report, sizes: bool) -> None:
+def check_images(root: Path, frames: Dict[Frame, Set[str]], report: Report, sizes: bool) -> None:
     image_root = str(root / "images")
     for frame, modalities in sorted(frames.items()):
         for modality in MODALITIES:
             if modality not in modalities:
-                report.problem("missing modality", frame.image_file(image_root, modality))
+                report.problem("missing modality", image_file(image_root, frame, modality))
         if not sizes or len(modalities) < 2:
             continue
         found = {}
         for modality in MODALITIES:
-            path = frame.image_file(image_root, modality)
+            path = image_file(image_root, frame, modality)
             try:
                 height, width = read_image(path).shape[:2]
                 found[modality] = (width, height)
             except (OSError, ValueError) as e:
                 report.problem("unreadable or truncated image", str(e))
         for modality, (width, height) in found.items():
-            if (width, height) != IMAGE_SIZE:
+            if (width, height) != FRAME_SIZE:
                 report.problem(
                     "size mismatch",
-                    f"{frame.image_file(image_root, modality)} is {width}x{height}, expected "
-                    f"{IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}",
+                    f"{image_file(image_root, frame, modality)} is {width}x{height}, expected "
+                    f"{FRAME_SIZE[0]}x{FRAME_SIZE[1]}",
                 )
         if len(found) == 2 and found["visible"] != found["lwir"]:
             (vw, vh), (tw, th) = found["visible"], found["lwir"]
-            report.problem("size mismatch", f"{frame.key}: visible frame is {vw}x{vh} but lwir frame is {tw}x{th}")
+            report.problem("size mismatch", f"{frame.name}: visible frame is {vw}x{vh} but lwir frame is {tw}x{th}")
 
 
 def check_annotation(path: Path, fmt: str, report: Report) -> None:
@@ -109,7 +93,7 @@ def check_annotation(path: Path, fmt: str, report: Report) -> None:
     except (ValueError, OSError) as e:
         report.problem("malformed annotation", str(e))
         return
-    width, height = IMAGE_SIZE
+    width, height = FRAME_SIZE
     for index, o in enumerate(objects, start=1):
         if o.w <= 0 or o.h <= 0:
             report.problem("zero-size box", f"{path}: object {index} ({o.label}) is {o.w:g} x {o.h:g}")
@@ -121,21 +105,21 @@ def check_annotation(path: Path, fmt: str, report: Report) -> None:
             )
 
 
-def scan_annotations(root: Path, report: Report, parse: bool) -> Dict[str, Set[KAISTFrame]]:
+def scan_annotations(root: Path, report: Report, parse: bool) -> Dict[str, Set[Frame]]:
     """Version -> frames with at least one annotation file; parse errors are problems."""
-    found: Dict[str, Set[KAISTFrame]] = {}
+    found: Dict[str, Set[Frame]] = {}
     for version, (directory, fmt) in ANNOTATION_VERSIONS.items():
         base = root / directory
         if not base.is_dir():
             continue
-        frames: Set[KAISTFrame] = set()
+        frames: Set[Frame] = set()
         count = 0
         for path in sorted(base.rglob("*.*")):
-            match = _ANNOTATION_RES[fmt].match(path.relative_to(base).as_posix())
-            if match is None:
+            frame = parse_frame_path(path.relative_to(base).as_posix(), FORMAT_LAYOUTS[fmt])
+            if frame is None:
                 continue
             count += 1
-            frames.add(KAISTFrame(*match.groups()))
+            frames.add(frame)
             if parse:
                 check_annotation(path, fmt, report)
         print(f"  {version}: {count} files, {len(frames)} frames ({directory}/, {fmt})")
@@ -144,7 +128,7 @@ def scan_annotations(root: Path, report: Report, parse: bool) -> Dict[str, Set[K
 
 
 def check_image_sets(
-    root: Path, frames: Dict[KAISTFrame, Set[str]], annotations: Dict[str, Set[KAISTFrame]], report: Report
+    root: Path, frames: Dict[Frame, Set[str]], annotations: Dict[str, Set[Frame]], report: Report
 ) -> None:
     image_root = str(root / "images")
     for path in sorted((root / "imageSets").glob("*.txt")):
@@ -158,7 +142,7 @@ def check_image_sets(
             if frame not in frames:
                 report.problem(
                     "image-set frame without images",
-                    f"{path.name}: {frame.image_file(image_root, 'visible')}",
+                    f"{path.name}: {image_file(image_root, frame, 'visible')}",
                 )
         coverage = []
         for version, annotated in annotations.items():
@@ -170,7 +154,7 @@ def check_image_sets(
                 report.problem(
                     "partial annotations",
                     f"{path.name}: {version} ({directory}/) lacks {len(listed) - covered} of its "
-                    f"{len(listed)} frames, e.g. {missing.key}",
+                    f"{len(listed)} frames, e.g. {missing.name}",
                 )
         day = sum(f.day for f in listed)
         print(
@@ -194,7 +178,7 @@ def main(argv=None) -> int:
     frames = scan_images(root)
     per_modality = Counter(m for modalities in frames.values() for m in modalities)
     day = sum(f.day for f in frames)
-    sets = sorted({f.set_id for f in frames})
+    sets = sorted({f.set_name for f in frames})
     print(f"{root}: {len(frames)} frames in images/ ({day} day, {len(frames) - day} night; sets {', '.join(sets)})")
     print("  modalities: " + ", ".join(f"{m} {per_modality[m]}" for m in MODALITIES))
     check_images(root, frames, report, sizes=not args.quick)

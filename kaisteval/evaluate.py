@@ -6,11 +6,12 @@ from typing import Dict, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from . import protocol
 from .bbgt import read_bbgt_many
 from .detections import Detections
 from .frames import AnnotationLayout, Frame, day_mask
 from .matching import Matcher, log_average_miss_rate, roc, sample_miss_rate
-from .protocol import IOU_THRESHOLD, REF_FPPI, RESULT_KEYS, SETTINGS, GroundTruth, Setting
+from .protocol import IOU_THRESHOLD, REF_FPPI, GroundTruth, Setting
 
 __all__ = ["SettingResult", "load_ground_truth", "evaluate", "summary"]
 
@@ -19,6 +20,7 @@ class SettingResult(NamedTuple):
     """One setting's outcome; rates are fractions (NaN when undefined: no frame or no person)."""
 
     name: str
+    key: str  # the setting's short name, "MR_all", ...
     mr: float  # log-average miss rate over REF_FPPI
     miss_at_ref: np.ndarray  # miss rate at each of REF_FPPI
     recall: float  # recall with every detection kept (last point of the curve)
@@ -65,12 +67,13 @@ def evaluate(
     gt: GroundTruth,
     frames: Sequence[Frame],
     detections: Detections,
-    settings: Sequence[Setting] = SETTINGS,
+    settings: Optional[Sequence[Setting]] = None,
 ) -> Dict[str, SettingResult]:
     """Evaluate ``detections`` (0-based frame positions in ``frames``) in each setting.
 
     Overlaps are computed once; settings that differ only by their frames (Reasonable
-    all/day/night) share one matching, since ``evalRes`` works image by image.
+    all/day/night) share one matching, since ``evalRes`` works image by image. ``settings``
+    defaults to every setting of :data:`kaisteval.protocol.SETTINGS`, looked up when called.
     """
     if gt.n_frames != len(frames):
         raise ValueError(f"ground truth covers {gt.n_frames} frames but the image set has {len(frames)}")
@@ -79,7 +82,7 @@ def evaluate(
     matcher = Matcher(d.frame, d.boxes, d.scores, gt.frame, gt.boxes, len(frames))
     cache = {}
     results: Dict[str, SettingResult] = {}
-    for setting in settings:
+    for setting in protocol.SETTINGS if settings is None else settings:
         if setting.gt_key not in cache:
             cache[setting.gt_key] = matcher.match(gt.ignored(setting), IOU_THRESHOLD)
         matches = cache[setting.gt_key]
@@ -93,6 +96,7 @@ def evaluate(
             miss_at_ref = sample_miss_rate(fppi, recall, REF_FPPI)
         results[setting.name] = SettingResult(
             name=setting.name,
+            key=setting.key,
             mr=log_average_miss_rate(miss_at_ref),
             miss_at_ref=miss_at_ref,
             recall=float(recall[-1]) if len(recall) else (0.0 if n_persons else np.nan),
@@ -108,4 +112,4 @@ def evaluate(
 def summary(results: Dict[str, SettingResult]) -> Dict[str, Optional[float]]:
     """The MR of every evaluated setting in percent (None where undefined), under its short
     name: ``MR_all``, ``MR_day``, ``MR_night``, ``MR_near``, ..., ``MR_occ_heavy``."""
-    return {key: results[name].to_dict()["MR"] for name, key in RESULT_KEYS.items() if name in results}
+    return {r.key: r.to_dict()["MR"] for r in results.values()}

@@ -36,7 +36,6 @@ from .bbgt import BBGTArrays, BBGTObject, objects_to_arrays
 __all__ = [
     "IOU_THRESHOLD",
     "REF_FPPI",
-    "RESULT_KEYS",
     "LABELS",
     "IGNORE_LABELS",
     "X_RANGE",
@@ -65,9 +64,15 @@ OCCLUSION_LEVELS = {"none": 0, "partial": 1, "heavy": 2}
 
 @dataclass(frozen=True)
 class Setting:
-    """One experiment of ``kaist_eval_full.m``: which frames and which persons count."""
+    """One experiment of ``kaist_eval_full.m``: which frames and which persons count.
+
+    ``key`` is the short name of its MR in summaries and in Detectron2's results
+    (``kaist/MR_all`` in ``metrics.json``), as papers tabulate them. A setting added to
+    :data:`SETTINGS` is evaluated and reported everywhere with no other change.
+    """
 
     name: str
+    key: str
     subset: str  # "all", "day" or "night"
     height: Tuple[float, float]
     occlusion: Tuple[str, ...]
@@ -80,30 +85,16 @@ class Setting:
 
 _INF = float("inf")
 SETTINGS: Tuple[Setting, ...] = (
-    Setting("Reasonable-all", "all", (55.0, _INF), ("none", "partial")),
-    Setting("Reasonable-day", "day", (55.0, _INF), ("none", "partial")),
-    Setting("Reasonable-night", "night", (55.0, _INF), ("none", "partial")),
-    Setting("Scale=near", "all", (115.0, _INF), ("none",)),
-    Setting("Scale=medium", "all", (45.0, 115.0), ("none",)),
-    Setting("Scale=far", "all", (1.0, 45.0), ("none",)),
-    Setting("Occ=none", "all", (1.0, _INF), ("none",)),
-    Setting("Occ=partial", "all", (1.0, _INF), ("partial",)),
-    Setting("Occ=heavy", "all", (1.0, _INF), ("heavy",)),
+    Setting("Reasonable-all", "MR_all", "all", (55.0, _INF), ("none", "partial")),
+    Setting("Reasonable-day", "MR_day", "day", (55.0, _INF), ("none", "partial")),
+    Setting("Reasonable-night", "MR_night", "night", (55.0, _INF), ("none", "partial")),
+    Setting("Scale=near", "MR_near", "all", (115.0, _INF), ("none",)),
+    Setting("Scale=medium", "MR_medium", "all", (45.0, 115.0), ("none",)),
+    Setting("Scale=far", "MR_far", "all", (1.0, 45.0), ("none",)),
+    Setting("Occ=none", "MR_occ_none", "all", (1.0, _INF), ("none",)),
+    Setting("Occ=partial", "MR_occ_partial", "all", (1.0, _INF), ("partial",)),
+    Setting("Occ=heavy", "MR_occ_heavy", "all", (1.0, _INF), ("heavy",)),
 )
-
-
-#: The short name of each setting's MR in summaries (``MR_all``, ...), as papers tabulate them.
-RESULT_KEYS: Dict[str, str] = {
-    "Reasonable-all": "MR_all",
-    "Reasonable-day": "MR_day",
-    "Reasonable-night": "MR_night",
-    "Scale=near": "MR_near",
-    "Scale=medium": "MR_medium",
-    "Scale=far": "MR_far",
-    "Occ=none": "MR_occ_none",
-    "Occ=partial": "MR_occ_partial",
-    "Occ=heavy": "MR_occ_heavy",
-}
 
 
 def _ellipse_extent(boxes: np.ndarray, angle: np.ndarray) -> np.ndarray:

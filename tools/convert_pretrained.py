@@ -26,11 +26,11 @@ import sys
 from typing import Optional, Sequence
 
 import torch
-from detectron2.modeling import build_model
 
 import detpre  # noqa: F401  (registers detpre's components)
 from detpre.checkpoint.reading import read_model_state
 from detpre.config import ConfigError, load_cfg
+from detpre.modeling.build import build_model
 from detpre.modeling.meta_arch.box_domain_weights import box_domain_to_detector
 from detpre.utils.cli import cli_main
 from detpre.utils.file_io import atomic_write
@@ -41,7 +41,7 @@ def fine_tuning_state_dict(config_file: str, opts: Sequence[str]):
     cfg = load_cfg(config_file, [*opts, "MODEL.DEVICE", "cpu"])
     if cfg.MODEL.META_ARCHITECTURE == "BoxDomainPretrainer":
         raise ConfigError(f"{config_file} is a pre-training config; give the fine-tuning one.")
-    return build_model(cfg).state_dict()
+    return build_model(cfg, world_size=1).state_dict()
 
 
 @cli_main

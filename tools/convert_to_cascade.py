@@ -19,28 +19,12 @@ import argparse
 import sys
 
 import torch
-from detectron2.modeling import build_model
 
 import detpre  # noqa: F401  (registers detpre's backbones and heads)
-from detpre.checkpoint.cascade_seed import seed_cascade_from_single_head
-from detpre.checkpoint.reading import CheckpointError, load_checkpoint_file, read_model_state
-from detpre.config import ConfigError, load_cfg
-from detpre.modeling.norm import resolve_sync_norm
+from detpre.config import load_cfg
+from detpre.modeling.roi_heads.cascade_conversion import convert_to_cascade
 from detpre.utils.cli import cli_main
 from detpre.utils.file_io import atomic_write
-
-
-def single_head_state(path: str) -> dict:
-    """The model state of a Detectron2 ``.pth`` or Detectron2-model-zoo ``.pkl`` file."""
-    if path.endswith(".pkl"):
-        data = load_checkpoint_file(path)
-        if not (isinstance(data, dict) and "model" in data and "__author__" in data):
-            raise CheckpointError(
-                f"{path} is a Caffe2/Detectron checkpoint, whose names Detectron2 only maps by "
-                "heuristics: load it into the single-head model with DetectionCheckpointer, "
-                "save it as .pth, and convert that."
-            )
-    return read_model_state(path)
 
 
 @cli_main
@@ -55,40 +39,17 @@ def main(argv=None) -> int:
         parser.error(f"OUT must end with .pth (Detectron2 reads .pkl files as Caffe2 models): {args.output}")
 
     cfg = load_cfg(args.config_file, [*args.opts, "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", ""])
-    model = build_model(resolve_sync_norm(cfg, world_size=1))
-    if not hasattr(model, "roi_heads") or not hasattr(model.roi_heads, "num_cascade_stages"):
-        raise ConfigError(
-            f"{args.config_file} builds no cascade ROI heads (MODEL.ROI_HEADS.NAME is {cfg.MODEL.ROI_HEADS.NAME!r})"
-        )
-    target = model.state_dict()
-    try:
-        seeded, report = seed_cascade_from_single_head(
-            single_head_state(args.input),
-            num_stages=model.roi_heads.num_cascade_stages,
-            single_reg_weights=cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS,
-            stage_reg_weights=cfg.MODEL.ROI_BOX_CASCADE_HEAD.BBOX_REG_WEIGHTS,
-            expected_shapes={k: tuple(v.shape) for k, v in target.items()},
-        )
-    except TypeError as e:
-        raise CheckpointError(f"{args.input}: {e}") from None
-    if not report.seeded:
-        raise CheckpointError(
-            f"{args.input} has no single-head box keys (roi_heads.box_head.<layer>.*, "
-            "roi_heads.box_predictor.*): nothing to convert"
-        )
-    seeded = {k: torch.as_tensor(v) for k, v in seeded.items()}
-    incompatible = model.load_state_dict(seeded, strict=False)
+    converted = convert_to_cascade(args.input, cfg)
     with atomic_write(args.output, "wb") as f:
-        torch.save({"model": seeded}, f)
+        torch.save({"model": converted.state}, f)
 
-    print(report.format())
-    missing = [k for k in incompatible.missing_keys if k not in ("pixel_mean", "pixel_std")]
-    if missing:
-        print(f"Keys of the cascade model not in {args.input} ({len(missing)}, left at init):")
-        print("\n".join(f"  {k}" for k in missing))
-    if incompatible.unexpected_keys:
-        print(f"Keys of {args.input} the cascade model does not use ({len(incompatible.unexpected_keys)}):")
-        print("\n".join(f"  {k}" for k in incompatible.unexpected_keys))
+    print(converted.report.format())
+    if converted.missing:
+        print(f"Keys of the cascade model not in {args.input} ({len(converted.missing)}, left at init):")
+        print("\n".join(f"  {k}" for k in converted.missing))
+    if converted.unexpected:
+        print(f"Keys of {args.input} the cascade model does not use ({len(converted.unexpected)}):")
+        print("\n".join(f"  {k}" for k in converted.unexpected))
     print(f"Wrote {args.output}")
     return 0
 

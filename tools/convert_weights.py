@@ -27,25 +27,9 @@ from detpre.checkpoint.convert import (
     resnet_config,
     save_detectron2_checkpoint,
 )
+from detpre.config.loader import as_overrides, nest_keys
 from detpre.utils.cli import cli_main
 from detpre.utils.file_io import atomic_write
-
-
-def nested(values: dict) -> dict:
-    """``{"MODEL.RESNETS.DEPTH": 50}`` -> ``{"MODEL": {"RESNETS": {"DEPTH": 50}}}``."""
-    out: dict = {}
-    for dotted, value in values.items():
-        *parents, leaf = dotted.split(".")
-        node = out
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
-def as_opt(value) -> str:
-    """A value as Detectron2's command-line ``KEY VALUE`` overrides parse it back."""
-    return value if isinstance(value, str) else repr(value).replace(" ", "")
 
 
 @cli_main
@@ -72,10 +56,10 @@ def main(argv=None) -> int:
         ("wrong shape", report.wrong_shape),
     ):
         print(f"loaded into a Detectron2 R{depth}: {len(keys)} {label} key(s)" + (f": {keys}" if keys else ""))
-    print("config:", " ".join(f"{k} {as_opt(v)}" for k, v in values.items()))
+    print("config:", " ".join(as_overrides(values)))
     if args.config_out:
         with atomic_write(args.config_out) as f:
-            yaml.safe_dump(nested({"MODEL.WEIGHTS": args.output, **values}), f)
+            yaml.safe_dump(nest_keys({"MODEL.WEIGHTS": args.output, **values}), f)
         print(f"config values written to {args.config_out}")
     return 0 if report.complete else 1
 

@@ -16,27 +16,12 @@ import argparse
 import json
 import sys
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.data.datasets.coco import convert_to_coco_dict
+from detectron2.data import DatasetCatalog
 
 import detpre  # noqa: F401  (registers detpre's datasets)
-from detpre.data.datasets.subsets import register_subset
+from detpre.data.datasets.subsets import register_subset, subset_coco_dict
 from detpre.utils.cli import cli_main
 from detpre.utils.file_io import atomic_write
-
-
-def subset_coco_dict(source: str, name: str) -> dict:
-    """The COCO dict of registered subset ``name`` of ``source``."""
-    records = DatasetCatalog.get(name)
-    json_file = MetadataCatalog.get(source).get("json_file", None)
-    if not json_file:
-        return convert_to_coco_dict(name)
-    with open(json_file) as f:
-        coco = json.load(f)
-    keep = {r["image_id"] for r in records}
-    coco["images"] = [im for im in coco["images"] if im["id"] in keep]
-    coco["annotations"] = [a for a in coco.get("annotations", []) if a["image_id"] in keep]
-    return coco
 
 
 @cli_main

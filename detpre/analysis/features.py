@@ -25,7 +25,6 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import read_image
-from detectron2.modeling import build_backbone
 from torch import nn
 
 from ..data.multispectral import (
@@ -36,6 +35,7 @@ from ..data.multispectral import (
     read_frames,
     stack_channels,
 )
+from ..modeling.build import build_backbone
 from ..utils.file_io import atomic_write
 
 logger = logging.getLogger(__name__)

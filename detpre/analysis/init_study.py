@@ -50,7 +50,7 @@ from kaisteval.figures import save_figure
 
 from ..checkpoint.convert import convert_resnet_state_dict, read_state_dict, resnet_config, save_detectron2_checkpoint
 from ..config import load_cfg
-from ..config.loader import flatten_keys
+from ..config.loader import as_overrides, flatten_keys
 from ..solver.schedule import parse_schedule
 from ..utils.curves import Curve, draw_curves
 from ..utils.file_io import atomic_write
@@ -178,7 +178,7 @@ def prepare_weights(init: Init, weights_dir: str) -> Weights:
             len(dropped),
             out,
         )
-        return Weights(path=out, opts=tuple(x for k, v in values.items() for x in (k, str(v))))
+        return Weights(path=out, opts=tuple(as_overrides(values)))
     raise ValueError(
         f"--init {init.name}={init.spec}: {local} holds neither a Detectron2 checkpoint (names such as "
         f"'backbone.bottom_up.res2...' or 'res2...') nor a torchvision/timm ResNet ('conv1.weight', "

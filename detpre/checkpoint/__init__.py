@@ -1,3 +1,6 @@
-"""Checkpoint helpers: atomic saves, foreign-format conversion, cascade seeding."""
+"""Checkpoints: the checkpointer (atomic saves, safe resume, stem inflation, load reports),
+reading files, foreign-format conversion and cascade seeding."""
 
-from .inflate import DetpreCheckpointer  # noqa: F401  (stem inflation at load, atomic saves)
+from .checkpointer import DetpreCheckpointer
+
+__all__ = ["DetpreCheckpointer"]

@@ -45,9 +45,11 @@ __all__ = [
     "ConfigFile",
     "ResolvedConfig",
     "ScheduleReport",
+    "as_overrides",
     "config_file_chain",
     "flatten_keys",
     "load_cfg",
+    "nest_keys",
     "resolve_cfg",
 ]
 
@@ -74,6 +76,27 @@ def flatten_keys(node: Any, prefix: str = "") -> Dict[str, Any]:
             out.update(flatten_keys(value, f"{prefix}{key}."))
         return out
     return {prefix[:-1]: node}
+
+
+def nest_keys(values: Dict[str, Any]) -> Dict[str, Any]:
+    """``{"MODEL.RESNETS.DEPTH": 50}`` -> ``{"MODEL": {"RESNETS": {"DEPTH": 50}}}``, a config's YAML."""
+    out: Dict[str, Any] = {}
+    for dotted, value in values.items():
+        *parents, leaf = dotted.split(".")
+        node = out
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return out
+
+
+def as_overrides(values: Dict[str, Any]) -> List[str]:
+    """``KEY VALUE`` command-line overrides that merge back to ``values`` (no blanks in a value)."""
+    return [
+        word
+        for key, value in values.items()
+        for word in (key, value if isinstance(value, str) else repr(value).replace(" ", ""))
+    ]
 
 
 def _base_path(base: str, child: str) -> str:

@@ -26,6 +26,8 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
+from kaisteval.frames import MODALITIES
+
 from .image_io import read_image
 
 __all__ = [
@@ -43,8 +45,8 @@ __all__ = [
     "stack_channels",
 ]
 
-VISIBLE, LWIR = "visible", "lwir"
-MODALITIES = (VISIBLE, LWIR)
+#: The two frames of a pair, named as KAIST's image folders name them.
+VISIBLE, LWIR = MODALITIES
 #: The dataset-dict key of each modality's image file.
 FILE_KEYS = {VISIBLE: "file_name", LWIR: "lwir_file_name"}
 #: Which boxes of paired annotations supervise training (``INPUT.KAIST.BOX_SOURCE``).

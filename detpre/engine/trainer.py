@@ -17,7 +17,7 @@ What it changes, and why:
   (:meth:`DetpreTrainer.test_with_TTA`, results under "_TTA" names);
 * the step runs in bf16 or fp16 where the GPU has it, and the model in channels-last memory
   or with a compiled backbone, as the config asks (:mod:`detpre.engine.train_loop`,
-  :mod:`detpre.modeling.execution`).
+  :mod:`detpre.modeling.speed_switches`).
 """
 
 import logging
@@ -27,10 +27,10 @@ from collections import OrderedDict
 from typing import Any, Optional
 
 from detectron2.config import CfgNode
-from detectron2.data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import DefaultTrainer, PeriodicWriter, TrainerBase, create_ddp_model
 from detectron2.engine.hooks import EvalHook, LRScheduler
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluator, DatasetEvaluators, PascalVOCDetectionEvaluator
+from detectron2.evaluation import DatasetEvaluator
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 from fvcore.nn.precise_bn import get_bn_modules
@@ -38,9 +38,9 @@ from fvcore.nn.precise_bn import get_bn_modules
 from ..checkpoint import DetpreCheckpointer
 from ..data.build import ResumableTrainLoader, build_resumable_train_loader, train_dataset_dicts
 from ..data.dataset_mappers import MAPPER_REGISTRY
-from ..evaluation.iou_sweep import COCOIoUSweepEvaluator, PascalVOCIoUSweepEvaluator
-from ..modeling.execution import apply_execution_options
-from ..modeling.norm import resolve_sync_norm
+from ..evaluation import build_evaluator
+from ..modeling.build import build_model
+from ..modeling.speed_switches import apply_execution_options
 from ..utils.cli import WRITE_ERRNOS
 from ..utils.file_io import WriteError
 from .hooks import CheckpointOnSignal, ResumablePreciseBN, StepSeed, TimedPeriodicWriter
@@ -139,7 +139,9 @@ class DetpreTrainer(DefaultTrainer):
     def build_model(cls, cfg: CfgNode):
         """Detectron2's model, with SyncBN resolved for this process count (BN in one), in the
         memory format and with the compiled backbone the config asks for."""
-        return apply_execution_options(cfg, super().build_model(resolve_sync_norm(cfg)))
+        model = build_model(cfg)
+        logger.info("Model:\n%s", model)
+        return apply_execution_options(cfg, model)
 
     @classmethod
     def build_mapper(cls, cfg: CfgNode, is_train: bool):
@@ -193,25 +195,5 @@ class DetpreTrainer(DefaultTrainer):
 
     @classmethod
     def build_evaluator(cls, cfg: CfgNode, dataset_name: str, output_folder: Optional[str] = None) -> DatasetEvaluator:
-        """Pick the evaluator from the dataset's ``evaluator_type`` metadata."""
-        output_folder = output_folder or f"{cfg.OUTPUT_DIR}/inference/{dataset_name}"
-        evaluator_type = MetadataCatalog.get(dataset_name).get("evaluator_type", None)
-        evaluators = []
-        if evaluator_type in ("coco", "coco_panoptic_seg"):
-            evaluators.append(COCOEvaluator(dataset_name, output_dir=output_folder))
-            if cfg.TEST.IOU_SWEEP:
-                evaluators.append(COCOIoUSweepEvaluator(dataset_name, output_dir=output_folder))
-        if evaluator_type == "pascal_voc":
-            evaluators.append(PascalVOCDetectionEvaluator(dataset_name))
-            if cfg.TEST.IOU_SWEEP:
-                evaluators.append(PascalVOCIoUSweepEvaluator(dataset_name))
-        if evaluator_type == "kaist":
-            from ..evaluation import KAISTEvaluator
-
-            evaluators.append(KAISTEvaluator(dataset_name, output_dir=output_folder))
-        if not evaluators:
-            raise NotImplementedError(
-                f"No detpre evaluator for dataset {dataset_name!r} (evaluator_type="
-                f"{evaluator_type!r}); register it with evaluator_type 'coco', 'pascal_voc' or 'kaist'."
-            )
-        return evaluators[0] if len(evaluators) == 1 else DatasetEvaluators(evaluators)
+        """The evaluators registered for the dataset's ``evaluator_type`` (detpre.evaluation.build)."""
+        return build_evaluator(cfg, dataset_name, output_folder)

@@ -19,9 +19,8 @@ the annotations' frame.
 import json
 import logging
 import os
-import re
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -29,53 +28,22 @@ from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 
+from kaisteval import BBGTObject, Detections, Frame, GroundTruth, evaluate
+from kaisteval.detections import format_detections, parse_detections
+
+from ..data.datasets.kaist import frame_of_record
 from ..utils.file_io import atomic_write
 from .gather import gather_predictions
 
-if TYPE_CHECKING:  # kaisteval is imported where used: see ground_truth_from_dicts
-    from kaisteval import BBGTObject, Frame, GroundTruth
-
-__all__ = ["KAISTEvaluator", "RESULT_KEYS"]
+__all__ = ["KAISTEvaluator", "ground_truth_from_dicts"]
 
 logger = logging.getLogger(__name__)
 
-#: Key in the returned results for each setting of ``kaist_eval_full.m`` (the CLI's, from
-#: ``kaisteval.protocol.RESULT_KEYS``, restated so that importing detpre needs no kaisteval).
-RESULT_KEYS = OrderedDict(
-    [
-        ("Reasonable-all", "MR_all"),
-        ("Reasonable-day", "MR_day"),
-        ("Reasonable-night", "MR_night"),
-        ("Scale=near", "MR_near"),
-        ("Scale=medium", "MR_medium"),
-        ("Scale=far", "MR_far"),
-        ("Occ=none", "MR_occ_none"),
-        ("Occ=partial", "MR_occ_partial"),
-        ("Occ=heavy", "MR_occ_heavy"),
-    ]
-)
 DETECTIONS_FILE = "kaist_detections.txt"
 RESULTS_FILE = "kaist_results.json"
-_ID_RE = re.compile(r"\d+")
 
 
-def _frame(record: Dict[str, Any], dataset_name: str) -> "Frame":
-    """The frame of a KAIST dataset dict, from its ``set_id``/``video_id``/``frame_id``."""
-    from kaisteval import Frame
-
-    try:
-        return Frame(*(int(_ID_RE.search(str(record[k])).group()) for k in ("set_id", "video_id", "frame_id")))
-    except (KeyError, AttributeError):
-        raise KeyError(
-            f"KAISTEvaluator: dataset {dataset_name!r} image {record.get('image_id')!r} lacks "
-            "'set_id'/'video_id'/'frame_id' (e.g. 'set06', 'V000', 'I00019'), which the "
-            "day/night split needs; register it with detpre.data.datasets.kaist."
-        ) from None
-
-
-def _objects(record: Dict[str, Any]) -> List["BBGTObject"]:
-    from kaisteval import BBGTObject
-
+def _objects(record: Dict[str, Any]) -> List[BBGTObject]:
     objects = []
     for ann in record.get("annotations", []):
         x, y, w, h = BoxMode.convert(list(ann["bbox"]), ann["bbox_mode"], BoxMode.XYWH_ABS)
@@ -93,25 +61,21 @@ def _objects(record: Dict[str, Any]) -> List["BBGTObject"]:
     return objects
 
 
-def ground_truth_from_dicts(dicts: List[Dict[str, Any]], dataset_name: str) -> Tuple[List["Frame"], "GroundTruth"]:
-    """Frames (in dataset order) and ground truth of Detectron2 KAIST dataset dicts.
-
-    ``kaisteval`` is imported in the functions that use it, so that ``import
-    detpre.evaluation`` (and the COCO tools behind it) works where only ``detpre`` is on
-    the path; the KAIST evaluator itself needs both installed.
-    """
-    from kaisteval import GroundTruth
-
-    frames = [_frame(d, dataset_name) for d in dicts]
+def ground_truth_from_dicts(dicts: List[Dict[str, Any]], dataset_name: str) -> Tuple[List[Frame], GroundTruth]:
+    """Frames (in dataset order) and ground truth of Detectron2 KAIST dataset dicts."""
+    try:
+        frames = [frame_of_record(d) for d in dicts]
+    except KeyError as e:
+        raise KeyError(f"KAISTEvaluator: dataset {dataset_name!r}: {e.args[0]}") from None
     return frames, GroundTruth.from_objects([_objects(d) for d in dicts])
 
 
 class KAISTEvaluator(DatasetEvaluator):
     """Log-average miss rate (MR^-2, in %) of every ``kaist_eval_full.m`` setting.
 
-    Returns ``{"kaist": {"MR_all", "MR_day", "MR_night", "MR_near", ...}}`` (NaN where a
-    setting has no frame or no person). With ``output_dir``, also writes
-    ``kaist_detections.txt`` (``frame,x,y,w,h,score``, frames 1-based in dataset order:
+    Returns ``{"kaist": {"MR_all", "MR_day", "MR_night", "MR_near", ...}}``, one key per
+    setting of ``kaisteval.protocol.SETTINGS`` (NaN where a setting has no frame or no person).
+    With ``output_dir``, also writes ``kaist_detections.txt`` (``frame,x,y,w,h,score``, frames 1-based in dataset order:
     the file other KAIST tools and papers' result sets use) and ``kaist_results.json``.
     The numbers are computed from that text (4 decimals), so re-running
     ``tools/kaist_eval.py`` on the file gives them back exactly.
@@ -135,9 +99,6 @@ class KAISTEvaluator(DatasetEvaluator):
             self._predictions.append((inp["image_id"], xywh, instances.scores.numpy().astype(np.float64)))
 
     def evaluate(self) -> Dict[str, Dict[str, float]]:
-        from kaisteval import Detections, evaluate
-        from kaisteval.detections import format_detections, parse_detections
-
         predictions = gather_predictions(self._predictions, self._distributed)
         if predictions is None:
             return {}
@@ -169,7 +130,7 @@ class KAISTEvaluator(DatasetEvaluator):
                 f.write(text)
             with atomic_write(os.path.join(self._output_dir, RESULTS_FILE)) as f:
                 json.dump({name: r.to_dict() for name, r in results.items()}, f, indent=2)
-        summary = OrderedDict((key, 100.0 * results[name].mr) for name, key in RESULT_KEYS.items() if name in results)
+        summary = OrderedDict((r.key, 100.0 * r.mr) for r in results.values())
         logger.info(
             "KAIST log-average miss rate on %s (%d frames, %d detections): %s",
             self._dataset_name,

@@ -16,7 +16,6 @@ import pytest
 
 from detpre.data.annotation_checks import check_dataset_dicts
 from detpre.data.datasets.kaist import TRAINING_SETTING, load_kaist_dicts, read_voc_xml
-from detpre.data.datasets.kaist import read_image_set as read_kaist_image_set
 from detpre.engine.defaults import ConfigError, detpre_argument_parser, setup_cfg
 from kaisteval.bbgt import BBGTFormatError, objects_to_arrays, parse_bbgt, read_bbgt, read_bbgt_many
 from kaisteval.detections import DetectionFormatError, parse_detections, read_detections
@@ -228,7 +227,6 @@ def _frames_from_text(frames, text: str) -> bool:
 
 TEXT_READERS = {
     "image set (kaisteval)": (IMAGE_SET, read_image_set, _frames_from_text),
-    "image set (detpre)": (IMAGE_SET, read_kaist_image_set, _frames_from_text),
     "sanitized VOC xml": (VOC_XML, read_voc_xml, lambda objects, _: all(o.w >= 0 and o.h >= 0 for o in objects)),
 }
 

@@ -10,16 +10,16 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
 import detpre  # noqa: F401  (registers the builtin names)
+from detpre.data.datasets.builtin import BUILTIN_KAIST
 from detpre.data.datasets.kaist import (
-    BUILTIN_KAIST,
     TRAINING_SETTING,
     TrainingSetting,
     load_kaist_dicts,
     pair_objects,
-    read_image_set,
     register_kaist,
 )
 from kaisteval.bbgt import BBGTFormatError, BBGTObject
+from kaisteval.frames import read_image_set
 
 from conftest import REPO  # noqa: E402
 
@@ -119,7 +119,7 @@ def test_image_sets_of_the_real_splits_parse(shared_data):
     test = read_image_set(str(shared_data / "kaist-imagesets" / "test-all-20.txt"))
     assert (len(train), len(test)) == (25086, 2252)
     assert sum(f.day for f in test) == 1455  # sets 06-08 by day, 09-11 by night
-    assert {f.set_id for f in train} == {f"set{i:02d}" for i in range(6)}
+    assert {f.set_name for f in train} == {f"set{i:02d}" for i in range(6)}
 
 
 # ------------------------------------------------------------------------ builtins
@@ -230,7 +230,7 @@ def test_malformed_image_set_line_names_file_and_line(tmp_path):
     root = make_tree(tmp_path, {"set00/V000/I00001": {"annotations/set00/V000/I00001.txt": HEADER}})
     with open(root / "imageSets" / "mini.txt", "a") as f:
         f.write("set00/V000/1.jpg\n")
-    with pytest.raises(ValueError, match=r"mini\.txt:2: expected 'setXX/VYYY/IZZZZZ'"):
+    with pytest.raises(ValueError, match=r"mini\.txt:2: expected a KAIST frame name 'setXX/VYYY/IZZZZZ'"):
         register_tmp("kaist_tmp_bad_set", str(root), "mini", "original")
 
 

@@ -10,13 +10,13 @@ import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
-from test_configs import SMALL, _batch, _drop_weights, _load
+from toy_configs import SMALL, drop_weights, load_config, toy_batch
 
 from detpre.engine.defaults import ConfigError
 from detpre.engine.train_loop import amp_precision, build_step_trainer
 from detpre.engine.trainer import DetpreTrainer
-from detpre.modeling.execution import apply_execution_options, outermost_backbones
-from detpre.modeling.norm import resolve_sync_norm
+from detpre.layers.norm import resolve_norms
+from detpre.modeling.speed_switches import apply_execution_options, outermost_backbones
 
 from conftest import DEMO_CONFIG, REPO, TINY_DEMO_OPTS
 
@@ -139,11 +139,11 @@ def test_model_trains_under_bf16_autocast(name):
     convolutions of detpre's modules run in bf16, every loss comes out finite and in fp32,
     close to full precision, and the gradients are fp32. (The CPU's autocast casts the same
     op classes as CUDA's, so a dtype mismatch in a detpre module fails here.)"""
-    cfg = _load(REPO / "configs" / name)
+    cfg = load_config(REPO / "configs" / name)
     assert cfg.SOLVER.AMP.ENABLED
     cfg.merge_from_list(SMALL + NARROW)
-    _drop_weights(cfg)
-    cfg = resolve_sync_norm(cfg)
+    drop_weights(cfg)
+    cfg = resolve_norms(cfg)
     torch.manual_seed(0)
     model = build_model(cfg)
     model.train()
@@ -154,7 +154,7 @@ def test_model_trains_under_bf16_autocast(name):
     for amp in (False, True):
         torch.manual_seed(1)
         with EventStorage(0), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            out = model(_batch(cfg))
+            out = model(toy_batch(cfg))
         model.zero_grad()
         sum(out.values()).backward()
         losses[amp] = {k: v.detach() for k, v in out.items()}
@@ -176,7 +176,7 @@ def _train_losses(cfg, steps: int = 2):
     torch.manual_seed(0)
     model = DetpreTrainer.build_model(cfg)
     model.train()
-    batch = _batch(cfg)
+    batch = toy_batch(cfg)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     history = []
     for step in range(steps):
@@ -219,9 +219,9 @@ def test_compiled_backbone_keeps_results_and_checkpoint_keys(cfg):
 
 
 def test_compile_finds_every_backbone_and_refuses_bad_modes(cfg):
-    box_domain = _load(REPO / "configs" / "AlignDet" / "Demo" / "pretrain_faster_rcnn_R18_FPN.yaml")
+    box_domain = load_config(REPO / "configs" / "AlignDet" / "Demo" / "pretrain_faster_rcnn_R18_FPN.yaml")
     box_domain.merge_from_list(SMALL)
-    _drop_weights(box_domain)
+    drop_weights(box_domain)
     model = build_model(box_domain)
     assert outermost_backbones(model) == [model.online.backbone, model.momentum.backbone]
 
@@ -242,7 +242,7 @@ def test_benchmark_clock_gathers_check_losses_then_times(cfg):
     _demo_cfg(cfg, "SOLVER.GATHER_METRIC_PERIOD", "5")
     model = DetpreTrainer.build_model(cfg)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.001)
-    trainer = build_step_trainer(cfg, model, repeat(_batch(cfg)), optimizer)
+    trainer = build_step_trainer(cfg, model, repeat(toy_batch(cfg)), optimizer)
     measured = time_steps(trainer, iters=2, warmup=1, device="cpu", check=3)
     assert [it for _, it in trainer.storage.history("total_loss").values()] == [0, 1, 2, 4]
     assert measured.losses == [v for v, it in trainer.storage.history("total_loss").values()][:3]

@@ -13,8 +13,11 @@ from detectron2.structures import Boxes, BoxMode, Instances
 
 from detpre.data.datasets.kaist import register_kaist
 from detpre.evaluation import KAISTEvaluator
-from detpre.evaluation.kaist_evaluation import DETECTIONS_FILE, RESULT_KEYS, RESULTS_FILE
-from kaisteval.protocol import RESULT_KEYS as CLI_KEYS
+from detpre.evaluation.kaist_evaluation import DETECTIONS_FILE, RESULTS_FILE
+from kaisteval import protocol
+from kaisteval.protocol import SETTINGS, Setting
+
+RESULT_KEYS = {s.name: s.key for s in SETTINGS}
 
 from conftest import REPO  # noqa: E402
 
@@ -56,8 +59,7 @@ def test_perfect_predictions_in_batches(fixture_dataset, tmp_path):
     for i in range(0, len(inputs), 4):  # batches, out of order
         evaluator.process(inputs[i : i + 4][::-1], outputs[i : i + 4][::-1])
     results = evaluator.evaluate()["kaist"]
-    assert list(results) == list(RESULT_KEYS.values())
-    assert list(RESULT_KEYS.items()) == list(CLI_KEYS.items())  # the CLI's names, in its order
+    assert list(results) == list(RESULT_KEYS.values())  # the CLI's names, in its order
     for key in ("MR_all", "MR_day", "MR_night"):
         assert results[key] < 1e-6, key
     lines = (tmp_path / DETECTIONS_FILE).read_text().splitlines()
@@ -125,5 +127,20 @@ def test_dataset_dicts_without_frame_ids_are_rejected():
         MetadataCatalog.get(name).set(evaluator_type="kaist", thing_classes=["person"])
     evaluator = KAISTEvaluator(name)
     evaluator.reset()
-    with pytest.raises(KeyError, match="lacks 'set_id'"):
+    with pytest.raises(KeyError, match=r"has no KAIST frame in \('set_id', 'video_id', 'frame_id'\)"):
         evaluator.evaluate()
+
+
+def test_a_new_kaist_setting_reaches_the_results_with_no_other_edit(fixture_dataset, monkeypatch):
+    """A setting added to kaisteval.protocol.SETTINGS is evaluated and reported by the evaluator
+    (and so lands in metrics.json as kaist/<key>)."""
+    name, _ = fixture_dataset
+    tall = Setting("Reasonable-tall", "MR_tall", "all", (80.0, float("inf")), ("none", "partial"))
+    monkeypatch.setattr(protocol, "SETTINGS", SETTINGS + (tall,))
+    dicts = DatasetCatalog.get(name)
+    evaluator = KAISTEvaluator(name)
+    evaluator.reset()
+    boxes = [gt_xyxy(d) for d in dicts]
+    evaluator.process(*outputs_for(dicts, boxes, [np.ones(len(b)) for b in boxes]))
+    results = evaluator.evaluate()["kaist"]
+    assert list(results)[-1] == "MR_tall" and results["MR_tall"] < 1e-6

@@ -205,10 +205,19 @@ def test_unfrozen_backbone_trains_and_detector_weights_are_loaded(cfg, tmp_path)
 
 
 def test_inference_runs_the_online_detector(cfg):
+    """At inference the pre-trainer is its online detector: the same boxes and scores, not the
+    momentum copy's (which differs once the EMA has moved)."""
     model = build_model(tiny_cfg(cfg)).eval()
     with torch.no_grad():
-        out = model([{"image": fake_view(0)["image"], "height": 64, "width": 80}])
-    assert out[0]["instances"].image_size == (64, 80)
+        for p in model.momentum.parameters():
+            p.add_(0.05)
+        image = [{"image": fake_view(0)["image"], "height": 64, "width": 80}]
+        out = model(image)[0]["instances"]
+        online = model.online(image)[0]["instances"]
+        momentum = model.momentum(image)[0]["instances"]
+    assert out.image_size == (64, 80) and len(out) > 0
+    assert torch.equal(out.pred_boxes.tensor, online.pred_boxes.tensor) and torch.equal(out.scores, online.scores)
+    assert not (len(momentum) == len(out) and torch.equal(momentum.scores, out.scores))
 
 
 def test_unsupported_detectors_are_named(cfg):

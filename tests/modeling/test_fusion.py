@@ -14,7 +14,7 @@ from detectron2.modeling import build_backbone, build_model
 
 import detpre  # noqa: F401
 from detpre.checkpoint import DetpreCheckpointer
-from detpre.checkpoint.inflate import inflate_input_conv
+from detpre.checkpoint.stem_inflation import inflate_input_conv
 from detpre.data.dataset_mappers import MAPPER_REGISTRY
 from detpre.data.datasets.kaist import register_kaist
 from detpre.modeling.backbone.fusion import HalfwayFusionResNet
@@ -84,7 +84,7 @@ def test_inflate_input_conv_keeps_rgb_and_adds_mean_or_sum():
 def test_detectron2_checkpoint_inflates_into_a_4_channel_stem(cfg, tmp_path, caplog):
     rgb = rgb_checkpoint(cfg, tmp_path / "rgb.pth")
     model = build_model(tiny(cfg, "BGRT"))
-    with caplog.at_level(logging.INFO, logger="detpre.checkpoint.inflate"):
+    with caplog.at_level(logging.INFO, logger="detpre.checkpoint.stem_inflation"):
         DetpreCheckpointer(model).load(str(tmp_path / "rgb.pth"))
     state = model.state_dict()
     assert torch.equal(state[STEM][:, :3], rgb[STEM])
@@ -102,7 +102,7 @@ def test_caffe2_pickle_inflates_into_a_6_channel_stem(cfg, tmp_path, caplog):
     with open(tmp_path / "R-18.pkl", "wb") as f:
         pickle.dump(blobs, f)
     model = build_model(tiny(cfg, "BGRTTT"))
-    with caplog.at_level(logging.INFO, logger="detpre.checkpoint.inflate"):
+    with caplog.at_level(logging.INFO, logger="detpre.checkpoint.stem_inflation"):
         DetpreCheckpointer(model).load(str(tmp_path / "R-18.pkl"))
     stem = model.state_dict()[STEM]
     assert stem.shape[1] == 6 and torch.equal(stem[:, :3], rgb[STEM])

@@ -16,7 +16,7 @@ from torch import nn
 
 import detpre  # noqa: F401  (registers the backbone)
 from detpre import add_detpre_config
-from detpre.modeling.norm import resolve_sync_norm
+from detpre.layers.norm import resolve_norms
 
 from conftest import REPO  # noqa: E402
 
@@ -148,12 +148,12 @@ def _syncbn_cfg():
     )
 
 
-def test_resolve_sync_norm_one_process(caplog):
+def test_resolve_norms_one_process(caplog):
     cfg = _syncbn_cfg()
     cfg.MODEL.ROI_BOX_HEAD.NORM = "GN"
     cfg.freeze()
-    with caplog.at_level(logging.INFO, logger="detpre.modeling.norm"):
-        out = resolve_sync_norm(cfg, world_size=1)
+    with caplog.at_level(logging.INFO, logger="detpre.layers.norm"):
+        out = resolve_norms(cfg, world_size=1)
     assert (out.MODEL.RESNETS.NORM, out.MODEL.FPN.NORM, out.MODEL.ROI_MASK_HEAD.NORM) == ("BN",) * 3
     assert out.MODEL.ROI_BOX_HEAD.NORM == "GN"
     assert cfg.MODEL.RESNETS.NORM == "SyncBN" and out.is_frozen()
@@ -161,14 +161,14 @@ def test_resolve_sync_norm_one_process(caplog):
     assert "MODEL.ROI_BOX_HEAD.NORM" not in caplog.text
 
 
-def test_resolve_sync_norm_several_processes():
+def test_resolve_norms_several_processes():
     cfg = _syncbn_cfg()
-    on_cpu = resolve_sync_norm(cfg, world_size=4)
+    on_cpu = resolve_norms(cfg, world_size=4)
     assert on_cpu.MODEL.RESNETS.NORM == "naiveSyncBN" and on_cpu.MODEL.ROI_BOX_HEAD.NORM == "naiveSyncBN"
     cfg.MODEL.DEVICE = "cuda"
-    assert resolve_sync_norm(cfg, world_size=4).MODEL.RESNETS.NORM == "SyncBN"
+    assert resolve_norms(cfg, world_size=4).MODEL.RESNETS.NORM == "SyncBN"
     with pytest.raises(ValueError, match="world_size"):
-        resolve_sync_norm(cfg, world_size=0)
+        resolve_norms(cfg, world_size=0)
 
 
 @pytest.fixture
@@ -189,7 +189,7 @@ def test_syncbn_config_trains_in_one_process(one_process_group):
     cfg.merge_from_list(["MODEL.RPN.POST_NMS_TOPK_TRAIN", "50", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16"])
     with pytest.raises(ValueError, match="SyncBatchNorm"):
         nn.SyncBatchNorm(4).train()(torch.randn(2, 4, 3, 3))  # what resolution avoids
-    model = build_model(resolve_sync_norm(cfg))
+    model = build_model(resolve_norms(cfg))
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in model.modules())
     assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) > 0
     mask = torch.zeros(1, 64, 96, dtype=torch.bool)
@@ -210,7 +210,9 @@ def test_syncbn_config_trains_in_one_process(one_process_group):
 
 
 def test_backbone_alone_resolves_syncbn(one_process_group):
-    backbone = build_backbone(_syncbn_cfg())
+    from detpre.modeling.build import build_backbone as detpre_build_backbone
+
+    backbone = detpre_build_backbone(_syncbn_cfg())
     assert not any(isinstance(m, nn.SyncBatchNorm) for m in backbone.modules())
     backbone.train()
     assert backbone(torch.randn(2, 3, 64, 64))["p6"].shape == (2, 64, 1, 1)

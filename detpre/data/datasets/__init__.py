@@ -1,7 +1,4 @@
-"""Dataset registration: importing this package registers detpre's datasets."""
+"""Dataset loaders (:mod:`.demo`, :mod:`.kaist`, :mod:`.subsets`); importing this package
+registers every predefined name (:mod:`.builtin`)."""
 
-from . import (
-    demo,  # noqa: F401  (registers detpre_demo_train / detpre_demo_val)
-    kaist,  # noqa: F401  (registers kaist_train_all02_paired, kaist_test_all20_improved, ...)
-    subsets,  # noqa: F401
-)
+from . import builtin  # noqa: F401  (registers detpre_demo_*, kaist_*, the papers' COCO subsets)

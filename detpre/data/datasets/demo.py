@@ -298,6 +298,3 @@ def _generate_then(load: Callable[[], List[Dict[str, Any]]], root: str, spec: De
         return load()
 
     return generate_and_load
-
-
-register_demo()

@@ -28,38 +28,38 @@ and the evaluator needs them. Each dict also carries its frame: ``set_id``, ``vi
 
 import logging
 import os
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
-if TYPE_CHECKING:
-    from kaisteval.bbgt import BBGTObject
+from kaisteval.bbgt import BBGTObject, read_bbgt
+from kaisteval.frames import FRAME_SIZE, MODALITIES, Frame, annotation_file, image_file, parse_frame, read_image_set
+from kaisteval.protocol import X_RANGE, Y_RANGE
+
+from ..multispectral import FILE_KEYS, box_key
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ANNOTATION_VERSIONS",
-    "KAISTFrame",
-    "TrainingSetting",
     "TRAINING_SETTING",
+    "TrainingSetting",
+    "frame_of_record",
     "load_kaist_dicts",
-    "read_image_set",
     "register_kaist",
 ]
 
 CLASS_NAME = "person"
-DAY_SETS = frozenset({"set00", "set01", "set02", "set06", "set07", "set08"})
-IMAGE_SIZE = (640, 512)  # width, height of every KAIST frame, both modalities
-MODALITIES = ("visible", "lwir")
+#: The dict keys that name a record's frame ("set06", "V000", "I00019").
+FRAME_KEYS = ("set_id", "video_id", "frame_id")
 
 
 class AnnotationVersion(NamedTuple):
     directory: str  # default directory under the KAIST root
-    format: str  # file layout and syntax; stored as metadata ``annotation_format``
+    format: str  # syntax and layout; stored as metadata ``annotation_format``
 
 
 ANNOTATION_VERSIONS = {
@@ -68,7 +68,8 @@ ANNOTATION_VERSIONS = {
     "sanitized": AnnotationVersion("annotations-xml-new-sanitized", "voc-xml"),
     "improved": AnnotationVersion("annotations-test-improved", "bbgt-flat"),
 }
-_FRAME_RE = re.compile(r"^(set\d{2})/(V\d{3})/(I\d{5})$")
+#: Where each format's files live (kaisteval's annotation layouts).
+FORMAT_LAYOUTS = {"bbgt": "tree", "bbgt-paired": "paired", "voc-xml": "xml", "bbgt-flat": "flat"}
 
 
 @dataclass(frozen=True)
@@ -76,12 +77,13 @@ class TrainingSetting:
     """Which ``person`` boxes are training positives; the others become ignore regions.
 
     The default is the setting of the public MLPD/AR-CNN training code: boxes at least 12
-    px tall lying inside the 5-px border of the frame (the KAIST toolbox's ``bnds``).
+    px tall lying inside the 5-px border of the frame (the KAIST toolbox's ``bnds``,
+    ``kaisteval.protocol.X_RANGE`` / ``Y_RANGE``).
     """
 
     min_height: float = 12.0
     #: (x0, y0, x1, y1) a box must lie within; None for no bound.
-    bounds: Optional[Tuple[float, float, float, float]] = (5.0, 5.0, 635.0, 507.0)
+    bounds: Optional[Tuple[float, float, float, float]] = (X_RANGE[0], Y_RANGE[0], X_RANGE[1], Y_RANGE[1])
 
     def accepts(self, box_xywh: Sequence[float]) -> bool:
         x, y, w, h = box_xywh
@@ -96,61 +98,29 @@ class TrainingSetting:
 TRAINING_SETTING = TrainingSetting()
 
 
-class KAISTFrame(NamedTuple):
-    set_id: str  # "set06"
-    video_id: str  # "V001"
-    frame_id: str  # "I00459"
-
-    @property
-    def key(self) -> str:
-        return f"{self.set_id}/{self.video_id}/{self.frame_id}"
-
-    @property
-    def day(self) -> bool:
-        return self.set_id in DAY_SETS
-
-    def image_file(self, image_root: str, modality: str) -> str:
-        return os.path.join(image_root, self.set_id, self.video_id, modality, f"{self.frame_id}.jpg")
-
-    def annotation_files(self, annotation_dir: str, annotation_format: str) -> List[str]:
-        """The annotation file(s) of this frame: two (visible, lwir) for ``bbgt-paired``."""
-        tree = os.path.join(annotation_dir, self.set_id, self.video_id)
-        if annotation_format == "bbgt":
-            return [os.path.join(tree, f"{self.frame_id}.txt")]
-        if annotation_format == "voc-xml":
-            return [os.path.join(tree, f"{self.frame_id}.xml")]
-        if annotation_format == "bbgt-flat":
-            return [os.path.join(annotation_dir, f"{self.set_id}_{self.video_id}_{self.frame_id}.txt")]
-        if annotation_format == "bbgt-paired":
-            return [os.path.join(tree, m, f"{self.frame_id}.txt") for m in MODALITIES]
+def annotation_files(frame: Frame, annotation_dir: str, annotation_format: str) -> List[str]:
+    """The annotation file(s) of ``frame``: two (visible, lwir) for ``bbgt-paired``."""
+    if annotation_format not in FORMAT_LAYOUTS:
         raise ValueError(f"Unknown KAIST annotation format {annotation_format!r}.")
+    layout = FORMAT_LAYOUTS[annotation_format]
+    if annotation_format == "bbgt-paired":
+        return [annotation_file(annotation_dir, frame, layout, m) for m in MODALITIES]
+    return [annotation_file(annotation_dir, frame, layout)]
 
 
-def read_image_set(path: str) -> List[KAISTFrame]:
-    """The frames listed in an image-set file (``setXX/VYYY/IZZZZZ`` a line)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"KAIST image set not found: {path}")
+def frame_of_record(record: Dict[str, Any]) -> Frame:
+    """The frame of a KAIST dataset dict (its ``set_id``/``video_id``/``frame_id``)."""
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not a UTF-8 text file (byte {e.start}): not a KAIST image set") from None
-    frames = []
-    for lineno, line in enumerate(lines, start=1):
-        text = line.strip()
-        if not text:
-            continue
-        match = _FRAME_RE.match(text)
-        if match is None:
-            raise ValueError(f"{path}:{lineno}: expected 'setXX/VYYY/IZZZZZ', got {text!r}")
-        frames.append(KAISTFrame(*match.groups()))
-    return frames
+        return parse_frame("/".join(str(record[k]) for k in FRAME_KEYS))
+    except (KeyError, ValueError):
+        raise KeyError(
+            f"image {record.get('image_id')!r} has no KAIST frame in {FRAME_KEYS} (e.g. 'set06', 'V000', "
+            "'I00019'); register KAIST data with detpre.data.datasets.kaist."
+        ) from None
 
 
-def read_voc_xml(path: str) -> List["BBGTObject"]:
+def read_voc_xml(path: str) -> List[BBGTObject]:
     """The objects of a KAIST XML annotation (``<bndbox>`` with x, y, w, h children)."""
-    from kaisteval.bbgt import BBGTObject
-
     try:
         root = ET.parse(path).getroot()
     except FileNotFoundError:
@@ -172,7 +142,7 @@ def read_voc_xml(path: str) -> List["BBGTObject"]:
     return objects
 
 
-def _iou(a: "BBGTObject", b: "BBGTObject") -> float:
+def _iou(a: BBGTObject, b: BBGTObject) -> float:
     ix = max(0.0, min(a.x + a.w, b.x + b.w) - max(a.x, b.x))
     iy = max(0.0, min(a.y + a.h, b.y + b.h) - max(a.y, b.y))
     inter = ix * iy
@@ -181,8 +151,8 @@ def _iou(a: "BBGTObject", b: "BBGTObject") -> float:
 
 
 def pair_objects(
-    visible: List["BBGTObject"], lwir: List["BBGTObject"], min_iou: float = 0.1
-) -> List[Tuple[Optional["BBGTObject"], Optional["BBGTObject"]]]:
+    visible: List[BBGTObject], lwir: List[BBGTObject], min_iou: float = 0.1
+) -> List[Tuple[Optional[BBGTObject], Optional[BBGTObject]]]:
     """Match the objects of the two files of a paired annotation.
 
     The paired files list an object's two boxes on the same line when both modalities
@@ -205,14 +175,14 @@ def pair_objects(
     return pairs
 
 
-def _is_ignored(objects: Sequence[Optional["BBGTObject"]], setting: Optional[TrainingSetting]) -> bool:
+def _is_ignored(objects: Sequence[Optional[BBGTObject]], setting: Optional[TrainingSetting]) -> bool:
     present = [o for o in objects if o is not None]
     if any(o.label != CLASS_NAME or o.ignore for o in present):
         return True
     return setting is not None and not any(setting.accepts(o.box_xywh) for o in present)
 
 
-def _annotation(objects: Sequence[Optional["BBGTObject"]], setting: Optional[TrainingSetting]) -> Dict[str, Any]:
+def _annotation(objects: Sequence[Optional[BBGTObject]], setting: Optional[TrainingSetting]) -> Dict[str, Any]:
     """A Detectron2 annotation dict for one object (two boxes when paired)."""
     main = next(o for o in objects if o is not None)
     annotation = {
@@ -225,18 +195,12 @@ def _annotation(objects: Sequence[Optional["BBGTObject"]], setting: Optional[Tra
     }
     if len(objects) == 2:
         for modality, obj in zip(MODALITIES, objects):
-            annotation[f"bbox_{modality}"] = None if obj is None else list(obj.box_xywh)
+            annotation[box_key(modality)] = None if obj is None else list(obj.box_xywh)
     return annotation
 
 
-def read_objects(path: str, annotation_format: str) -> List["BBGTObject"]:
-    """The objects of one annotation file, with the evaluator's bbGt parser for text files.
-
-    ``kaisteval`` is imported here, not with this module, so that ``import detpre`` (which
-    registers the KAIST names) works where only the KAIST loading needs it.
-    """
-    from kaisteval.bbgt import read_bbgt
-
+def read_objects(path: str, annotation_format: str) -> List[BBGTObject]:
+    """The objects of one annotation file, with the evaluator's bbGt parser for text files."""
     return read_voc_xml(path) if annotation_format == "voc-xml" else read_bbgt(path)
 
 
@@ -246,7 +210,7 @@ def load_kaist_dicts(
     annotation_dir: str,
     annotation_format: str,
     setting: Optional[TrainingSetting] = None,
-    image_size: Tuple[int, int] = IMAGE_SIZE,
+    image_size: Tuple[int, int] = FRAME_SIZE,
 ) -> List[Dict[str, Any]]:
     """Detectron2 dataset dicts of the frames of an image set (see the module docstring).
 
@@ -259,8 +223,8 @@ def load_kaist_dicts(
     width, height = image_size
     dicts, missing = [], []
     for image_id, frame in enumerate(frames):
-        images = {m: frame.image_file(image_root, m) for m in MODALITIES}
-        files = frame.annotation_files(annotation_dir, annotation_format)
+        images = {FILE_KEYS[m]: image_file(image_root, frame, m) for m in MODALITIES}
+        files = annotation_files(frame, annotation_dir, annotation_format)
         absent = [p for p in list(images.values()) + files if not os.path.isfile(p)]
         if absent:
             missing.extend(absent)
@@ -271,14 +235,11 @@ def load_kaist_dicts(
             objects = [(o,) for o in read_objects(files[0], annotation_format)]
         dicts.append(
             {
-                "file_name": images["visible"],
-                "lwir_file_name": images["lwir"],
+                **images,
                 "height": height,
                 "width": width,
                 "image_id": image_id,
-                "set_id": frame.set_id,
-                "video_id": frame.video_id,
-                "frame_id": frame.frame_id,
+                **dict(zip(FRAME_KEYS, (frame.set_name, frame.video_name, frame.frame_name))),
                 "day": frame.day,
                 "annotations": [_annotation(o, setting) for o in objects],
             }
@@ -338,22 +299,3 @@ def register_kaist(
         image_set=image_set,
         image_set_file=image_set_file,
     )
-
-
-# name: (image set, annotation version, training setting)
-BUILTIN_KAIST = {
-    "kaist_train_all02": ("train-all-02", "original", TRAINING_SETTING),
-    "kaist_train_all02_paired": ("train-all-02", "paired", TRAINING_SETTING),
-    "kaist_train_all02_sanitized": ("train-all-02", "sanitized", TRAINING_SETTING),
-    "kaist_test_all20": ("test-all-20", "original", None),
-    "kaist_test_all20_improved": ("test-all-20", "improved", None),
-}
-
-
-def register_all_kaist(root: str) -> None:
-    """Register the builtin KAIST datasets under ``root`` (lazily: nothing is read yet)."""
-    for name, (image_set, version, setting) in BUILTIN_KAIST.items():
-        register_kaist(name, root, image_set, version, setting=setting)
-
-
-register_all_kaist(os.path.join(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "kaist"))

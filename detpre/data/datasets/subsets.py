@@ -25,12 +25,14 @@ Names follow ``<source>_<size>[_unfiltered]_s<seed>``: ``coco_2017_train_10k_s0`
 """
 
 import hashlib
+import json
 import logging
 import re
 from dataclasses import dataclass, replace
 from typing import Any, Dict, Iterable, List, Optional, Union
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets.coco import convert_to_coco_dict
 
 from ..annotation_checks import is_trainable
 
@@ -138,18 +140,32 @@ def register_subset(source: str, size: Union[str, int], seed: int = 0, name: str
     name = name or spec.name
     if name in DatasetCatalog.list():
         return name
-    DatasetCatalog.register(name, lambda: select_subset(DatasetCatalog.get(source), spec))
-    inherited = {}
-    if source in MetadataCatalog.list():
-        inherited = {k: v for k, v in MetadataCatalog.get(source).as_dict().items() if k not in _NOT_INHERITED}
+
+    def load() -> List[Dict[str, Any]]:
+        records = DatasetCatalog.get(source)
+        # Loading the source may set metadata (Detectron2's load_coco_json sets thing_classes).
+        _inherit_metadata(source, name)
+        return select_subset(records, spec)
+
+    DatasetCatalog.register(name, load)
+    _inherit_metadata(source, name)
     MetadataCatalog.get(name).set(
-        **inherited,
         subset_of=source,
         subset_size=spec.size_tag,
         subset_seed=spec.seed,
         subset_counts="every image" if spec.unfiltered else "trainable images",
     )
     return name
+
+
+def _inherit_metadata(source: str, name: str) -> None:
+    """Copy to subset ``name`` the metadata of ``source`` it does not have yet (not the keys of
+    :data:`_NOT_INHERITED`, which describe the source's own files)."""
+    if source not in MetadataCatalog.list():
+        return
+    own = MetadataCatalog.get(name)
+    source_metadata = MetadataCatalog.get(source).as_dict()
+    own.set(**{k: v for k, v in source_metadata.items() if k not in _NOT_INHERITED and not hasattr(own, k)})
 
 
 def ensure_subset_registered(name: str) -> bool:
@@ -172,5 +188,19 @@ def register_paper_subsets(source: str = "coco_2017_train", seeds: Iterable[int]
             register_subset(source, size, seed)
 
 
-if "coco_2017_train" in DatasetCatalog.list():
-    register_paper_subsets()
+def subset_coco_dict(source: str, name: str) -> dict:
+    """The COCO dict of registered subset ``name`` of ``source`` (``tools/make_subset.py``).
+
+    Where the source was registered from a COCO json, that json is filtered, so every field
+    (masks, keypoints, licences) survives; otherwise the dicts are converted with Detectron2's
+    ``convert_to_coco_dict``."""
+    records = DatasetCatalog.get(name)
+    json_file = MetadataCatalog.get(source).get("json_file", None)
+    if not json_file:
+        return convert_to_coco_dict(name)
+    with open(json_file) as f:
+        coco = json.load(f)
+    keep = {r["image_id"] for r in records}
+    coco["images"] = [im for im in coco["images"] if im["id"] in keep]
+    coco["annotations"] = [a for a in coco.get("annotations", []) if a["image_id"] in keep]
+    return coco

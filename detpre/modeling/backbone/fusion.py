@@ -22,7 +22,7 @@ import fvcore.nn.weight_init as weight_init
 import torch
 import torch.nn.functional as F
 from detectron2.config import CfgNode
-from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import FPN, Backbone, ResNet, build_resnet_backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
@@ -30,7 +30,7 @@ from torch import nn
 
 from ...checkpoint import DetpreCheckpointer
 from ...data.multispectral import MultispectralFormat
-from ..norm import resolve_sync_norm
+from ...layers.norm import get_norm
 from .scratch_resnet_fpn import zero_init_last_norms
 
 logger = logging.getLogger(__name__)
@@ -149,7 +149,6 @@ def build_halfway_fusion_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpe
 
     The input channels are split by ``INPUT.FORMAT`` (e.g. ``BGRT``: 3 visible + 1 thermal).
     """
-    cfg = resolve_sync_norm(cfg)
     fmt = MultispectralFormat.parse(cfg.INPUT.FORMAT)
     if not fmt.visible or not fmt.thermal_channels:
         raise ValueError(f"Halfway fusion needs visible and thermal channels; INPUT.FORMAT is {cfg.INPUT.FORMAT!r}.")

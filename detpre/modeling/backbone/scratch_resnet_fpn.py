@@ -6,7 +6,6 @@ layer — frozen BN has nothing to freeze without pre-training — and every lay
 Detectron2's ``build_resnet_fpn_backbone`` builds the network; this builder adds what a
 from-scratch run needs around it:
 
-* SyncBN that works in one process (:func:`detpre.modeling.norm.resolve_sync_norm`);
 * a refusal, naming the key, of settings that would freeze randomly initialized layers or
   leave a layer unnormalized: ``MODEL.BACKBONE.FREEZE_AT`` > 0, ``FrozenBN`` or no norm;
 * optional zero-init of each residual block's last norm (``MODEL.RESNETS.ZERO_INIT_LAST_NORM``).
@@ -26,8 +25,6 @@ from detectron2.modeling import BACKBONE_REGISTRY
 from detectron2.modeling.backbone import Backbone, ResNet
 from detectron2.modeling.backbone.fpn import build_resnet_fpn_backbone
 from torch import nn
-
-from ..norm import resolve_sync_norm
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +104,6 @@ def build_scratch_resnet_fpn_backbone(cfg: CfgNode, input_shape: ShapeSpec) -> B
     Reads the same keys as ``build_resnet_fpn_backbone`` plus
     ``MODEL.RESNETS.ZERO_INIT_LAST_NORM``; see the module docstring.
     """
-    cfg = resolve_sync_norm(cfg)
     check_scratch_trainable(cfg)
     backbone = build_resnet_fpn_backbone(cfg, input_shape)
     if cfg.MODEL.RESNETS.ZERO_INIT_LAST_NORM:

@@ -14,21 +14,18 @@ init; here the stem's first convolution is *inflated* instead, before the shape 
   exactly what the RGB network computes on a grey frame repeated on 3 channels.
 
 Only Detectron2's stem convolutions (``...stem.conv1.weight``) are inflated, and only from
-3 input channels; every inflation is logged.
+3 input channels; every inflation is logged. :class:`detpre.checkpoint.DetpreCheckpointer`
+applies it to every checkpoint it loads.
 """
 
 import logging
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping
 
 import torch
-from detectron2.checkpoint.c2_model_loading import align_and_update_state_dicts
-
-from .atomic import AtomicCheckpointer
-from .load_report import LoadReport
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DetpreCheckpointer", "inflate_input_conv", "inflate_state_dict"]
+__all__ = ["STEM_CONV_SUFFIX", "inflate_input_conv", "inflate_state_dict", "stem_shapes_at_three_channels"]
 
 STEM_CONV_SUFFIX = "stem.conv1.weight"
 
@@ -77,52 +74,11 @@ def inflate_state_dict(state_dict: Dict[str, Any], model_state_dict: Mapping[str
     return state_dict
 
 
-class DetpreCheckpointer(AtomicCheckpointer):
-    """detpre's checkpointer: atomic saves and safe resume, plus stem inflation at load.
-
-    ``MODEL.WEIGHTS`` pointing at ImageNet (``.pkl``) or COCO (``.pkl``/``.pth``) weights
-    "just works" for a 4/6-channel (or 1-channel) stem: see the module docstring. After each
-    load, :attr:`load_report` says which of the model's tensors the file did not provide
-    (None when nothing was loaded), for the checks of ``--eval-only``.
-    """
-
-    load_report: Optional[LoadReport] = None
-
-    def load(self, path: str, *args: Any, **kwargs: Any) -> Dict[str, Any]:
-        self.load_report = None
-        return super().load(path, *args, **kwargs)
-
-    def _load_model(self, checkpoint: Dict[str, Any]):
-        model_state = self.model.state_dict()
-        self._convert_ndarray_to_tensor(checkpoint["model"])
-        if checkpoint.get("matching_heuristics", False):
-            # Detectron2 renames by suffix matching and drops any shape mismatch while doing
-            # so: rename here with the stems shown at 3 channels, so the RGB stem survives
-            # the renaming to be inflated; then let fvcore load the renamed dict as is.
-            stems = {
-                k: torch.empty((v.shape[0], 3, *v.shape[2:]), device="meta")
-                for k, v in model_state.items()
-                if k.endswith(STEM_CONV_SUFFIX) and v.dim() == 4 and v.shape[1] != 3
-            }
-            checkpoint["model"] = align_and_update_state_dicts(
-                {**model_state, **stems},
-                checkpoint["model"],
-                c2_conversion=checkpoint.get("__author__", None) == "Caffe2",
-            )
-            checkpoint["matching_heuristics"] = False
-        inflate_state_dict(checkpoint["model"], model_state)
-        incompatible = super()._load_model(checkpoint)
-        self.load_report = LoadReport(
-            missing=list(incompatible.missing_keys),
-            unexpected=list(incompatible.unexpected_keys),
-            wrong_shape=[key for key, *_ in incompatible.incorrect_shapes],
-        )
-        unloaded = len(self.load_report.unloaded())
-        logger.info(
-            "Loaded %d of the model's %d tensors; %d left at their initialization, %d in the file unused.",
-            len(model_state) - unloaded,
-            len(model_state),
-            unloaded,
-            len(self.load_report.unexpected),
-        )
-        return incompatible
+def stem_shapes_at_three_channels(model_state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Meta tensors of the model's stems as they would be at 3 input channels: Detectron2's
+    name matching drops any shape mismatch while renaming, so it must see the RGB stem."""
+    return {
+        k: torch.empty((v.shape[0], 3, *v.shape[2:]), device="meta")
+        for k, v in model_state.items()
+        if k.endswith(STEM_CONV_SUFFIX) and v.dim() == 4 and v.shape[1] != 3
+    }
