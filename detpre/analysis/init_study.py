@@ -44,14 +44,17 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import yaml
 from detectron2.config import CfgNode
 from detectron2.utils.file_io import PathManager
+from matplotlib.figure import Figure
+
+from kaisteval.figures import save_figure
 
 from ..checkpoint.convert import convert_resnet_state_dict, read_state_dict, resnet_config, save_detectron2_checkpoint
 from ..config import load_cfg
 from ..config.loader import as_overrides, flatten_keys
 from ..solver.schedule import parse_schedule
-from ..utils.curves import Curve, plot_curves
-from ..utils.curves import read_metrics as read_metrics_file
+from ..utils.curves import Curve, draw_curves
 from ..utils.file_io import atomic_write
+from ..utils.metrics import METRICS_FILE, is_miss_rate, read_metrics, series_from_records
 
 logger = logging.getLogger(__name__)
 
@@ -63,17 +66,16 @@ __all__ = [
     "Cell",
     "InitStudy",
     "prepare_weights",
-    "read_metrics",
     "final_metric",
     "is_finished",
     "markdown_table",
+    "draw_study",
     "plot_study",
     "write_results",
 ]
 
 SCRATCH = "scratch"
 FINAL_CHECKPOINT = "model_final.pth"
-METRICS_FILE = "metrics.json"
 # Keys the study sets itself in every run; an override of them would break the matrix.
 _STUDY_KEYS = ("OUTPUT_DIR", "MODEL.WEIGHTS", "SOLVER.SCHEDULE.NAME")
 # Detectron2's model-zoo names, which its own loader resolves and reads.
@@ -204,13 +206,6 @@ class RunPlan:
         return int(self.cfg.SOLVER.IMS_PER_BATCH)
 
 
-def read_metrics(output_dir: str) -> List[Dict[str, Any]]:
-    """The records of a run's ``metrics.json``; none before the run has written one."""
-    if not os.path.isfile(os.path.join(output_dir, METRICS_FILE)):
-        return []
-    return read_metrics_file(output_dir)
-
-
 def is_finished(output_dir: str, max_iter: int) -> bool:
     """``model_final.pth`` is there and the final evaluation was written.
 
@@ -219,7 +214,7 @@ def is_finished(output_dir: str, max_iter: int) -> bool:
     """
     if not os.path.isfile(os.path.join(output_dir, FINAL_CHECKPOINT)):
         return False
-    return any(r["iteration"] >= max_iter for r in read_metrics(output_dir))
+    return any(r["iteration"] >= max_iter for r in read_metrics(output_dir, missing_ok=True))
 
 
 def final_metric(records: Sequence[Dict[str, Any]], metric: str) -> Optional[Tuple[int, float]]:
@@ -228,13 +223,6 @@ def final_metric(records: Sequence[Dict[str, Any]], metric: str) -> Optional[Tup
         if metric in record:
             return int(record["iteration"]), float(record[metric])
     return None
-
-
-def metric_curve(records: Sequence[Dict[str, Any]], metric: str) -> List[Tuple[int, float]]:
-    """(iteration, value) of every evaluation of ``metric``; a resumed run that evaluated an
-    iteration again counts with its latest value."""
-    by_iter = {int(r["iteration"]): float(r[metric]) for r in records if metric in r}
-    return sorted(by_iter.items())
 
 
 # ------------------------------------------------------------------------ table
@@ -307,19 +295,36 @@ def write_results(
     return paths
 
 
-def plot_study(cells: Sequence[Cell], path: str, title: str = "") -> Optional[str]:
-    """Every run's curve against the images it has seen, on one PNG (the paper's Fig. 1).
+def draw_study(cells: Sequence[Cell], title: str = "") -> Optional[Figure]:
+    """Every run's curve against the images it has seen, on one figure (the paper's Fig. 1).
 
-    Images seen rather than iterations, so that runs of different lengths and batch sizes
-    share the x axis. Returns the path, or None when no run has evaluated yet.
+    As in the paper, a colour is an initialization and a line style and marker a schedule,
+    each curve ends in its final value and the legend (both levels) stands outside the
+    data. Images seen rather than iterations, so that runs of different lengths and batch
+    sizes share the x axis. A KAIST miss rate (``kaist/MR_all``) is drawn on the toolbox's
+    log axis, lower being better. None when no run has evaluated yet.
     """
-    curves = [Curve(f"{c.init} {c.schedule}", c.curve) for c in cells if c.curve]
+    curves = [Curve(f"{c.init} {c.schedule}", c.curve, group=c.init, subgroup=c.schedule) for c in cells if c.curve]
     if not curves:
         return None
     metric = cells[0].metric
-    return plot_curves(
-        curves, path, xlabel="images seen", ylabel=metric, title=title or f"{metric}: initializations x schedules"
+    return draw_curves(
+        curves,
+        xlabel="images seen",
+        ylabel=metric,
+        metric=metric,
+        title=title or f"{metric}: initializations x schedules",
+        log_miss_rate=is_miss_rate(metric),
+        group_title="initialization",
+        subgroup_title="schedule",
     )
+
+
+def plot_study(cells: Sequence[Cell], path: str, title: str = "") -> Optional[str]:
+    """:func:`draw_study` written to the PNG ``path``; returns it, or None when no run has
+    evaluated yet."""
+    fig = draw_study(cells, title)
+    return None if fig is None else save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------ study
@@ -474,7 +479,7 @@ class InitStudy:
         outcome = outcome or {}
         cells = []
         for plan in plans:
-            records = read_metrics(plan.output_dir)
+            records = read_metrics(plan.output_dir, missing_ok=True)
             max_iter = int(plan.cfg.SOLVER.MAX_ITER)
             status, error = outcome.get(plan.name, ("not run", ""))
             cell = Cell(
@@ -500,8 +505,9 @@ class InitStudy:
                 else:
                     cell.status, cell.error = "done", ""
                     cell.iteration, cell.value = found
-            # An evaluation after step i has seen i + 1 batches; the final one is recorded at MAX_ITER.
-            curve = {min(it + 1, max_iter) * plan.images_per_iter: v for it, v in metric_curve(records, self.metric)}
+            # Iterations trained (the final evaluation at MAX_ITER; a resumed run's repeated
+            # evaluation with its latest value), as images seen.
+            curve = {min(it, max_iter) * plan.images_per_iter: v for it, v in series_from_records(records, self.metric)}
             cell.curve = sorted(curve.items())
             cells.append(cell)
         return cells

@@ -17,18 +17,23 @@ import pytest
 import torch
 import torchvision
 import yaml
+from matplotlib.text import Text
 
 from detpre.analysis.init_study import (
     SCRATCH,
+    Cell,
     Init,
     InitStudy,
+    draw_study,
     final_metric,
     is_finished,
     markdown_table,
+    plot_study,
     prepare_weights,
-    read_metrics,
     write_results,
 )
+from detpre.utils.metrics import read_metrics
+from kaisteval.figures import FINAL_VALUE_GID, finish
 
 from conftest import DEMO_CONFIG, TINY_DEMO_OPTS, load_tool
 
@@ -280,6 +285,64 @@ def test_finished_runs_table_and_curves(tmp_path):
         runs = {f"{r['init']}_{r['schedule']}": r for r in json.load(f)["runs"]}
     assert runs["scratch_1x"]["value"] == ap["scratch_1x"] and runs["ft_1x"]["value"] is None
     assert runs["scratch_2x"]["images_seen"] == 16
+
+
+def study_cells(metric: str, value):
+    """Three initializations x three schedules; the two 0.5x runs of scratch and backbone end
+    on the same value at the same x, and the detector's end close to each other."""
+    cells = []
+    for k, init in enumerate(["scratch", "backbone", "detector"]):
+        for n, schedule in enumerate(["0.5x", "1x", "2x"]):
+            xs = [120 * (i + 1) for i in range(2 * 2**n)]
+            curve = [(x, value(k, n, x)) for x in xs]
+            cells.append(Cell(init, schedule, "", "done", metric, value=curve[-1][1], curve=curve))
+    return cells
+
+
+def test_study_figure_colours_initializations_and_styles_schedules(tmp_path):
+    ap = study_cells("bbox/AP", lambda k, n, x: 1.6 if (k < 2 and n == 0) else 70 + n if k == 2 else 10 * k + x / 40)
+    fig = finish(draw_study(ap))
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == 9
+    colour = {(c.init, c.schedule): line.get_color() for c, line in zip(ap, lines)}
+    style = {(c.init, c.schedule): (line.get_linestyle(), line.get_marker()) for c, line in zip(ap, lines)}
+    for init in ("scratch", "backbone", "detector"):
+        assert len({colour[(init, s)] for s in ("0.5x", "1x", "2x")}) == 1  # one colour per initialization
+    assert len(set(colour.values())) == 3
+    for schedule in ("0.5x", "1x", "2x"):
+        assert len({style[(i, schedule)] for i in ("scratch", "backbone", "detector")}) == 1  # one style each
+    assert len(set(style.values())) == 3
+    labels = [t for t in ax.texts if t.get_gid() == FINAL_VALUE_GID]
+    assert sorted(t.get_text() for t in labels) == sorted(f"{c.value:.1f}" for c in ap)
+    boxes = [Text.get_window_extent(t) for t in labels]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "initialization",
+        "scratch",
+        "backbone",
+        "detector",
+        "schedule",
+        "0.5x",
+        "1x",
+        "2x",
+    ]
+    assert legend.get_window_extent().x0 > ax.get_window_extent().x1
+    assert ax.get_xlabel() == "images seen" and ax.get_yscale() == "linear" and ax.get_ylim()[1] <= 100
+    assert plot_study(ap, str(tmp_path / "s.png")) == str(tmp_path / "s.png")
+    assert plot_study([Cell("s", "1x", "", "not run", "bbox/AP")], str(tmp_path / "none.png")) is None
+
+
+def test_study_figure_of_a_kaist_miss_rate_is_a_log_axis_lower_is_better():
+    mr = study_cells("kaist/MR_all", lambda k, n, x: 100.0 if x == 120 else 90.0 - 20 * k - 5 * n - x / 100)
+    ax = finish(draw_study(mr)).axes[0]
+    assert ax.get_yscale() == "log"
+    low, high = ax.get_ylim()
+    assert high == 100.0 and low <= min(c.value for c in mr)  # 100% is the top, never past it
+    assert "100%" in [t.get_text() for t in ax.get_yticklabels()]
+    assert ax.get_ylabel() == "kaist/MR_all (lower is better)"
+    assert not any(line.get_clip_on() for line in ax.get_lines())  # the 100% start is drawn whole
 
 
 def test_missing_metric_lists_what_the_evaluation_wrote(tmp_path):

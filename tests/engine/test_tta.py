@@ -15,7 +15,7 @@ from detpre.engine.defaults import detpre_argument_parser
 from detpre.engine.train_net import run
 from detpre.engine.trainer import DetpreTrainer
 from detpre.engine.tta import ChannelwiseDatasetMapperTTA, build_tta_model, check_tta_supported
-from detpre.utils.curves import metric_series
+from detpre.utils.metrics import metric_series
 
 from conftest import DEMO_CONFIG, REPO, TINY_DEMO_OPTS
 

@@ -23,6 +23,7 @@ from detpre.data.datasets.subsets import ensure_subset_registered
 from detpre.data.proposal_files import SearchSettings, compute_proposals, ground_truth_boxes
 from detpre.data.proposals import ProposalFilter, proposal_coverage
 from detpre.engine.trainer import DetpreTrainer
+from detpre.utils.metrics import read_metrics
 
 from conftest import REPO, load_tool
 
@@ -126,8 +127,7 @@ def test_pretrain_convert_finetune_through_the_tools_and_trainer(demo, tmp_path)
     proposals = _proposals(unlabeled, tmp_path / "proposals.pkl")
     short = ["SOLVER.MAX_ITER", "3", "SOLVER.STEPS", "(2,)", "SOLVER.WARMUP_ITERS", "1", "SOLVER.IMS_PER_BATCH", "2"]
     _pretrain(unlabeled, proposals, 0, tmp_path / "pre", short)
-    with open(tmp_path / "pre" / "metrics.json") as f:
-        logged = [json.loads(line) for line in f]
+    logged = read_metrics(str(tmp_path / "pre"))
     assert [m["iteration"] for m in logged if "loss_box_contrast" in m] == [0, 2]  # the first step, and the last
     for key in (
         "box_domain/momentum",
