@@ -21,5 +21,6 @@ setup(
         "pycocotools",
         "fvcore",
         "matplotlib",
+        "submitit",
     ],
 )

@@ -22,6 +22,9 @@ from .box_domain_heads import is_untrained
 __all__ = ["ConversionReport", "box_domain_to_detector"]
 
 ONLINE_PREFIX = "online."
+#: The config key of the image-domain weights the wrapped detector starts from (its
+#: ``MODEL.WEIGHTS`` is for box-domain checkpoints of the wrapper).
+BOX_DOMAIN_WEIGHTS_KEY = "MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS"
 
 
 #: Why a tensor is re-initialised when pre-training was never meant to train it.
