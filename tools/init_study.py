@@ -93,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="KEY VALUE overrides for initialization NAME only, after --opts",
     )
     parser.add_argument(
+        "--stage-opts",
+        action="append",
+        default=[],
+        nargs="+",
+        metavar="NAME KEY VALUE",
+        help="KEY VALUE overrides for the study file's pre-training stage NAME, after its own",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="run only these initializations (and the stages they start from)",
+    )
+    parser.add_argument(
         "--schedules",
         nargs="+",
         default=[],
@@ -162,6 +177,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         metrics=args.metric,
         opts=args.opts,
         submitit=args.submitit,
+        stage_opts=args.stage_opts,
+        only=args.only,
     )
     train_args = launcher_args(args)
     if args.launcher == "local":

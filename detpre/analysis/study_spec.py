@@ -282,6 +282,8 @@ def command_line_study(
     metrics: Sequence[str] = (),
     opts: Sequence[str] = (),
     submitit: Sequence[str] = (),
+    stage_opts: Sequence[Sequence[str]] = (),
+    only: Sequence[str] = (),
 ) -> StudySpec:
     """The study a command line describes: the study file's (if any), with what the command
     line gives on top of it.
@@ -289,7 +291,9 @@ def command_line_study(
     ``config_file``, ``schedules`` and ``metrics`` replace the file's; ``inits``
     (``NAME=SPEC``) add rows after the file's; ``opts`` come after the file's; ``init_configs``
     (``NAME=FILE``) and ``init_opts`` (``[NAME, KEY, VALUE, ...]``) apply to any row of either;
-    ``submitit`` (``KEY=VALUE``, the value read as YAML) replaces the file's parameters one by one.
+    ``submitit`` (``KEY=VALUE``, the value read as YAML) replaces the file's parameters one by one;
+    ``stage_opts`` (``[NAME, KEY, VALUE, ...]``) come after a stage's own; ``only`` keeps these
+    rows and the stages they start from, directly or through other stages.
     """
     out = StudySpec(path=spec.path if spec else "")
     if spec is not None:
@@ -322,4 +326,27 @@ def command_line_study(
     ]
     for key, value in parse_assignments(submitit, "--submitit").items():
         out.submitit[key] = yaml.safe_load(value)
+    staged: Dict[str, List[str]] = {}
+    for name, *pairs in stage_opts:
+        staged.setdefault(name, []).extend(pairs)
+    stage_names = {s.name for s in out.stages}
+    for name in staged:
+        if name not in stage_names:
+            raise ValueError(f"--stage-opts {name}: the study has no stage {name!r} (stages: {sorted(stage_names)})")
+    out.stages = [
+        Stage(s.name, s.config_file, s.spec, s.schedule, (*s.opts, *staged.get(s.name, ()))) for s in out.stages
+    ]
+    if only:
+        unknown = sorted(set(only) - known)
+        if unknown:
+            raise ValueError(f"--only {unknown}: no such initialization (known: {sorted(known)})")
+        out.inits = [i for i in out.inits if i.name in only]
+        by_name = {s.name: s for s in out.stages}
+        needed, todo = set(), [i.stage for i in out.inits if i.stage]
+        while todo:
+            name = todo.pop()
+            if name in by_name and name not in needed:
+                needed.add(name)
+                todo.append(by_name[name].stage)
+        out.stages = [s for s in out.stages if s.name in needed]
     return out

@@ -130,3 +130,16 @@ def test_specs_resolve_relative_checkpoints_only(tmp_path):
     )
     assert resolve_spec("w/a.pth", str(tmp_path)) == str(tmp_path / "w" / "a.pth")
     assert resolve_spec("/abs/a.pth", str(tmp_path)) == "/abs/a.pth"
+
+
+def test_only_keeps_the_rows_and_the_stages_they_need(study_file):
+    spec = read_study_file(str(study_file))
+    chain = command_line_study(spec, only=["chain", "scratch"], stage_opts=[["ssl", "SEED", "2"]])
+    assert [i.name for i in chain.inits] == ["scratch", "chain"]  # the file's order
+    assert [s.name for s in chain.stages] == ["ssl", "box"]  # box, and ssl that box starts from
+    assert chain.stages[0].opts == ("SEED", "2")
+    assert command_line_study(spec, only=["zoo"]).stages == []
+    with pytest.raises(ValueError, match="--only \\['nope'\\]: no such initialization"):
+        command_line_study(spec, only=["nope"])
+    with pytest.raises(ValueError, match="--stage-opts nope: the study has no stage 'nope'"):
+        command_line_study(spec, stage_opts=[["nope", "SEED", "1"]])
