@@ -18,6 +18,8 @@ setup(
     install_requires=[
         "numpy",
         "opencv-contrib-python-headless",
+        # SoCo's selective search (detpre.data.proposals); pinned, see requirements.txt.
+        "scikit-image==0.25.2",
         "pycocotools",
         "fvcore",
         "matplotlib",

@@ -6,9 +6,11 @@
         --config-file configs/AlignDet/finetune/faster_rcnn_R_50_FPN_1x.yaml
 
 Keeps the online detector of a ``BoxDomainPretrainer`` checkpoint (backbone, FPN, RPN, box
-heads and their regression), drops the momentum branch and the projections, and leaves out
-the layers pre-training never trained (classifiers, mask and keypoint heads) so that the
-fine-tuning model initialises them itself. With ``--config-file`` (the *fine-tuning* config,
+heads), drops the momentum branch and the projections, and leaves out the layers
+pre-training never trained (classifiers, mask and keypoint heads) and, as AlignDet's
+``extract_detector_weights.py`` does, the final regression layers (``bbox_pred`` of every
+ROI stage, RetinaNet's ``head.bbox_pred``) unless ``--keep-heads``, so that the fine-tuning
+model initialises them itself. With ``--config-file`` (the *fine-tuning* config,
 plus ``KEY VALUE`` overrides), the fine-tuning model is built to check every tensor's shape
 and to report the parameters it will initialise; when more than ``--max-mismatched`` of its
 tensors would be re-initialised although pre-training trained them (other shapes, absent
@@ -52,6 +54,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--config-file", default="", help="the fine-tuning config, to check shapes against")
     parser.add_argument("--report", default="", help="also write the report as this JSON file")
     parser.add_argument(
+        "--keep-heads",
+        action="store_true",
+        help="keep the final regression layers too (AlignDet's --keep-heads; by default they are left out)",
+    )
+    parser.add_argument(
         "--max-mismatched",
         type=float,
         default=0.05,
@@ -62,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("opts", nargs="*", help="KEY VALUE overrides of the fine-tuning config")
     args = parser.parse_intermixed_args(argv)
     target = fine_tuning_state_dict(args.config_file, args.opts) if args.config_file else None
-    weights, report = box_domain_to_detector(read_model_state(args.input), target)
+    weights, report = box_domain_to_detector(read_model_state(args.input), target, keep_heads=args.keep_heads)
     print(report.summary())
     if args.report:
         with atomic_write(args.report) as f:
