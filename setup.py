@@ -18,8 +18,11 @@ setup(
     install_requires=[
         "numpy",
         "opencv-contrib-python-headless",
+        # SoCo's selective search (detpre.data.proposals); pinned, see requirements.txt.
+        "scikit-image==0.25.2",
         "pycocotools",
         "fvcore",
         "matplotlib",
+        "submitit",
     ],
 )

@@ -9,8 +9,9 @@ Two comparisons, each taken in this run with rounds alternating between the side
   (``DATALOADER.RESUMABLE``: batches a function of seed, rank and iteration, every RNG
   re-seeded per batch), both with Detectron2's ``DatasetMapper``, at each ``--workers``;
 * mappers, one process: Detectron2's ``DatasetMapper`` against ``TwoViewDatasetMapper``
-  (box-domain pre-training: two views with their own geometry and strong photometric
-  augmentation), on the same images with the boxes as proposals.
+  (box-domain pre-training: two views with their own geometry and photometric augmentation,
+  AlignDet's one operation per view and the BYOL chain), on the same images with the boxes
+  as proposals.
 
 Prints samples/s (medians over rounds) and detpre / Detectron2.
 """
@@ -85,7 +86,7 @@ def with_proposals(dicts: List[Dict]) -> List[Dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=60)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[0, 1, 2], help="none: mappers only")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
@@ -111,10 +112,10 @@ def main() -> None:
 
     cfg = config(0, "bench_demo_train")
     dicts = with_proposals(DatasetCatalog.get("bench_demo_train")[:200])
-    mappers = {
-        "Detectron2 DatasetMapper": DatasetMapper(cfg, True),
-        "TwoViewDatasetMapper": TwoViewDatasetMapper(cfg, True),
-    }
+    mappers = {"Detectron2 DatasetMapper": DatasetMapper(cfg, True)}
+    for recipe in ("aligndet", "byol"):  # INPUT.TWO_VIEW.PHOTOMETRIC
+        cfg.INPUT.TWO_VIEW.PHOTOMETRIC = recipe
+        mappers[f"TwoView, {recipe}"] = TwoViewDatasetMapper(cfg, True)
     rates = {k: [] for k in mappers}
     for _ in range(args.rounds):
         for name, mapper in mappers.items():
@@ -122,7 +123,8 @@ def main() -> None:
     medians = {k: statistics.median(v) for k, v in rates.items()}
     for name, rate in medians.items():
         print(f"mapper {name:>24}: {rate:7.1f} samples/s (one process)")
-    print(f"mapper TwoView/DatasetMapper: {medians['TwoViewDatasetMapper'] / medians['Detectron2 DatasetMapper']:.2f}")
+    for name in [n for n in medians if n.startswith("TwoView")]:
+        print(f"mapper {name} / DatasetMapper: {medians[name] / medians['Detectron2 DatasetMapper']:.2f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Pure Python + numpy on purpose: ``tools/kaist_eval.py`` must start and finish in
 second, so nothing here imports torch, Detectron2 or detpre (``detpre.evaluation.
 KAISTEvaluator`` wraps it for Detectron2). Modules: ``bbgt`` (annotation files), ``frames``
 (image sets, day/night), ``detections`` (result files), ``protocol`` (settings and
-ground-truth filtering), ``matching`` (evalRes/compRoc), ``evaluate``, ``plot``, ``cli``.
+ground-truth filtering), ``matching`` (evalRes/compRoc), ``evaluate``, ``plot``, ``cli``, and
+what detpre shares with it as the bottom layer: ``files`` (atomic writes) and ``figures`` (the
+figure policy; matplotlib, imported only when plotting).
 """
 
 from .bbgt import (  # noqa: F401

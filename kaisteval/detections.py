@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
+
+from .files import atomic_write
 
 __all__ = [
     "DEFAULT_BASES",
@@ -194,8 +195,6 @@ def format_detections(detections: Detections) -> str:
 
 
 def write_detections(path: str, detections: Detections) -> None:
-    """Write a result file in the toolbox's text format (atomically)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write a result file in the toolbox's text format (atomically: :func:`~kaisteval.files.atomic_write`)."""
+    with atomic_write(path, "w") as f:
         f.write(format_detections(detections))
-    os.replace(tmp, path)

@@ -52,17 +52,15 @@ def main(argv=None) -> int:
         table[spec.name] = evaluate_results(gt, spec.results, args.voc)
     header = " ".join(f"{'AP' + str(round(t * 100)):>6}" for t in IOU_SWEEP)
     print(f"{'model':<28} {header} {'AP':>6}")
-    curves = {}
     for name, sweeps in table.items():
         for metric, sweep in sweeps.items():
             label = name if metric == "coco" else f"{name} ({metric})"
-            curves[label] = (sweep.thresholds, sweep.ap)
             print(f"{label:<28} " + " ".join(f"{a:6.2f}" for a in sweep.ap) + f" {sweep.ap_coco:6.2f}")
             if args.per_class:
                 for cls, aps in sweep.per_class.items():
                     print(f"  {cls:<26} " + " ".join(f"{a:6.2f}" for a in aps) + f" {sweep.per_class_coco[cls]:6.2f}")
     if args.plot:
-        plot_ap_vs_iou(curves, args.plot)
+        plot_ap_vs_iou(table, args.plot)
         print(f"plot written to {args.plot}")
     if args.output:
         report = {name: {m: s.to_dict() for m, s in sweeps.items()} for name, sweeps in table.items()}

@@ -11,14 +11,16 @@
         --config-file configs/KAIST/faster_rcnn_R_50_FPN_early_fusion_gn_mocov2.yaml
 
 The kind of checkpoint is told by its keys. A ``BoxDomainPretrainer`` checkpoint gives its
-online detector (backbone, FPN, RPN, box heads and their regression): the momentum branch and
-the projections are dropped, and the layers pre-training never trained (classifiers, mask and
-keypoint heads) are left out so that the fine-tuning model initialises them itself. An
-``ImageDomainPretrainer`` checkpoint gives its query encoder's backbone network under the
-detector's names (``backbone.bottom_up.*``): key encoder, projection heads and queues are
-dropped; FPN and heads keep the fine-tuning model's initialization. Those weights serve as
-``MODEL.WEIGHTS`` of a fine-tuning config, or as ``MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS`` of a
-box-domain pre-training config (the next stage of the target-only chain).
+online detector (backbone, FPN, RPN, box heads): the momentum branch and the projections are
+dropped, and so are the layers pre-training never trained (classifiers, mask and keypoint
+heads) and, as AlignDet's ``extract_detector_weights.py`` does, the final regression layers
+(``bbox_pred`` of every ROI stage, RetinaNet's ``head.bbox_pred``) unless ``--keep-heads``,
+so that the fine-tuning model initialises them itself. An ``ImageDomainPretrainer``
+checkpoint gives its query encoder's backbone network under the detector's names
+(``backbone.bottom_up.*``): key encoder, projection heads and queues are dropped; FPN and
+heads keep the fine-tuning model's initialization. Those weights serve as ``MODEL.WEIGHTS``
+of a fine-tuning config, or as ``MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS`` of a box-domain
+pre-training config (the next stage of the target-only chain).
 
 With ``--config-file`` (the config the weights are for, plus ``KEY VALUE`` overrides: the
 fine-tuning config, or for image-domain weights a box-domain pre-training config, whose
@@ -43,7 +45,7 @@ import detpre  # noqa: F401  (registers detpre's components)
 from detpre.checkpoint.reading import read_model_state
 from detpre.config import ConfigError, load_cfg
 from detpre.modeling.build import build_model
-from detpre.modeling.meta_arch.pretrained_weights import CONVERTERS, pretrainer_of
+from detpre.modeling.meta_arch.pretrained_weights import PRETRAINERS, convert_pretrained, pretrainer_of
 from detpre.utils.cli import cli_main
 from detpre.utils.file_io import atomic_write
 
@@ -56,7 +58,7 @@ def fine_tuning_state_dict(config_file: str, opts: Sequence[str], kind: str):
     arch = cfg.MODEL.META_ARCHITECTURE
     if arch == "BoxDomainPretrainer" and kind == "ImageDomainPretrainer":
         cfg.MODEL.META_ARCHITECTURE = cfg.MODEL.BOX_DOMAIN.DETECTOR_ARCHITECTURE
-    elif arch in CONVERTERS:
+    elif arch in PRETRAINERS:
         raise ConfigError(f"{config_file} is a pre-training config; give the fine-tuning one.")
     return build_model(cfg, world_size=1).state_dict()
 
@@ -69,6 +71,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--config-file", default="", help="the config the weights are for, to check shapes against")
     parser.add_argument("--report", default="", help="also write the report as this JSON file")
     parser.add_argument(
+        "--keep-heads",
+        action="store_true",
+        help="keep the final regression layers too (AlignDet's --keep-heads; by default they are left out)",
+    )
+    parser.add_argument(
         "--max-mismatched",
         type=float,
         default=0.05,
@@ -79,9 +86,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("opts", nargs="*", help="KEY VALUE overrides of the fine-tuning config")
     args = parser.parse_intermixed_args(argv)
     state = read_model_state(args.input)
-    kind = pretrainer_of(state)
+    try:
+        kind = pretrainer_of(state)
+    except ValueError as e:
+        raise ValueError(f"{args.input}: {e}") from e
     target = fine_tuning_state_dict(args.config_file, args.opts, kind) if args.config_file else None
-    weights, report = CONVERTERS[kind](state, target)
+    weights, report = convert_pretrained(state, target, keep_heads=args.keep_heads)
     print(report.summary())
     if args.report:
         with atomic_write(args.report) as f:

@@ -22,7 +22,8 @@ from typing import Dict, List, Optional
 
 from detpre.data.datasets.demo import ensure_demo_dataset
 from detpre.utils.cli import cli_main
-from detpre.utils.curves import Curve, metric_series, plot_curves
+from detpre.utils.curves import Curve, plot_curves
+from detpre.utils.metrics import METRICS_FILE, metric_series
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO / "configs" / "Demo" / "faster_rcnn_R18_FPN_scratch.yaml"
@@ -68,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     start = time.perf_counter()
     print(f"[demo] dataset: {ensure_demo_dataset()}", flush=True)
 
-    metrics = Path(args.output_dir) / "metrics.json"
+    metrics = Path(args.output_dir) / METRICS_FILE
     if metrics.exists() and not args.resume:
         # Detectron2 appends to metrics.json; a fresh run must not draw an older run's curve.
         metrics.unlink()
@@ -84,6 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         [Curve("AP", ap), Curve("AP50", ap50)],
         os.path.join(args.output_dir, CURVE_FILE),
         ylabel="COCO box AP on detpre_demo_val",
+        metric="bbox/AP",
         title=f"{Path(args.config_file).stem}: from random init, CPU",
     )
     wall = time.perf_counter() - start

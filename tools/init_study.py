@@ -33,37 +33,49 @@ finished runs and resumes interrupted ones; ``--dry-run`` lists the runs and the
 ``init_study.md`` / ``.csv`` / ``.json`` (the final ``--metric`` of every run; rows:
 initializations, columns: schedules) and ``init_study.png``: every run's curve against the
 images seen, so that schedules and batch sizes compare. Exits 1 if any run did not finish.
+
+A study with pre-training stages (the target-only chain: image-domain SSL -> box-domain ->
+fine-tuning) is written down in a study file (``--study``, see configs/KAIST/init_study.yaml
+and detpre.analysis.study_spec): its rows may say ``stage:NAME``, a stage the study trains
+once in ``<output-dir>/pretrain/NAME`` and converts with tools/convert_pretrained.py for each
+row or stage that starts from it. Flags given beside ``--study`` add to it or replace its
+values. ``--metric`` may be given several times (``kaist/MR_all``, ``kaist/MR_day``,
+``kaist/MR_night``): one table, the first metric's curves on the figure.
+
+``--launcher local`` (the default) runs the jobs one after another here; ``slurm`` submits
+each job whose prerequisites are done to SLURM through submitit (``--submitit KEY=VALUE``:
+submitit's parameters, e.g. ``timeout_min=4320 slurm_partition=learnfair``), and
+``submitit-local`` does the same with submitit's local executor. The submitted jobs are
+recorded in ``<output-dir>/jobs.json``; run the same command again to submit what became ready
+and to build the table from what has finished, or give ``--wait`` to keep doing so until
+every job has ended.
 """
 
 import argparse
 import os
 import sys
-from typing import Dict, List, Optional
+from typing import List, Optional
 
-from detpre.analysis.init_study import (
-    Init,
-    InitStudy,
-    check_name,
-    markdown_table,
-    plan_summary,
-    plot_study,
-    write_results,
-)
+from detpre.analysis.init_study import InitStudy, markdown_table, plan_summary, plot_study, stages_table, write_results
+from detpre.analysis.study_jobs import LAUNCHERS, SequentialLauncher, SubmititLauncher, submitit_settings
+from detpre.analysis.study_spec import command_line_study, read_study_file
 from detpre.utils.cli import cli_main
 
-TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+TRAIN_NET = os.path.join(TOOLS, "train_net.py")
+CONVERT_PRETRAINED = os.path.join(TOOLS, "convert_pretrained.py")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="the config of every run")
+    parser.add_argument("--study", metavar="FILE", help="a study file: config, rows, stages, schedules, metrics")
+    parser.add_argument("--config-file", default="", metavar="FILE", help="the config of every run")
     parser.add_argument(
         "--init",
         action="append",
         default=[],
         metavar="NAME=SPEC",
-        required=True,
-        help="an initialization: NAME=scratch or NAME=checkpoint path/URL (repeat for each)",
+        help="an initialization: NAME=scratch, NAME=stage:STAGE or NAME=checkpoint path/URL (repeat for each)",
     )
     parser.add_argument(
         "--init-config",
@@ -81,17 +93,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="KEY VALUE overrides for initialization NAME only, after --opts",
     )
     parser.add_argument(
+        "--stage-opts",
+        action="append",
+        default=[],
+        nargs="+",
+        metavar="NAME KEY VALUE",
+        help="KEY VALUE overrides for the study file's pre-training stage NAME, after its own",
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=[],
+        metavar="NAME",
+        help="run only these initializations (and the stages they start from)",
+    )
+    parser.add_argument(
         "--schedules",
         nargs="+",
-        required=True,
+        default=[],
         metavar="KX",
         help="schedules to run, e.g. 1x 2x 4x 6x or 0.25x 0.5x 1x",
     )
     parser.add_argument("--output-dir", required=True, help="study folder: one sub-folder per run, table, plot")
     parser.add_argument(
         "--metric",
-        default="bbox/AP",
-        help="metrics.json key of the table and curves (default bbox/AP; e.g. a KAIST MR key)",
+        action="append",
+        default=[],
+        help="metrics.json key of the table (repeat for several; the first one is drawn; default bbox/AP)",
     )
     parser.add_argument(
         "--opts",
@@ -107,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="write the table and plot from the runs that have finished; train nothing",
     )
+    jobs = parser.add_argument_group("where the jobs run")
+    jobs.add_argument("--launcher", choices=LAUNCHERS, default="local", help="default: one after another here")
+    jobs.add_argument(
+        "--submitit",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a submitit parameter of every job (timeout_min=4320, slurm_partition=NAME, cpus_per_task=10, ...)",
+    )
+    jobs.add_argument("--wait", action="store_true", help="with submitit: submit and poll until every job has ended")
+    jobs.add_argument("--poll-seconds", type=float, default=60.0, help="with --wait: seconds between polls")
     launcher = parser.add_argument_group("passed on to tools/train_net.py")
     launcher.add_argument("--num-gpus", type=int, help="GPUs (processes) per machine")
     launcher.add_argument("--num-machines", type=int, help="machines per run")
@@ -125,57 +164,65 @@ def launcher_args(args: argparse.Namespace) -> List[str]:
     return out
 
 
-def build_inits(args: argparse.Namespace) -> List[Init]:
-    """``--init`` entries with their ``--init-config`` and ``--init-opts`` attached."""
-    inits = [Init.parse(entry) for entry in args.init]
-    known = {i.name for i in inits}
-    configs: Dict[str, str] = {}
-    for entry in args.init_config:
-        name, sep, path = entry.partition("=")
-        if not sep or not path:
-            raise ValueError(f"--init-config {entry!r}: expected NAME=FILE")
-        configs[name] = path
-    opts: Dict[str, List[str]] = {}
-    for name, *pairs in args.init_opts:
-        opts.setdefault(name, []).extend(pairs)
-    for flag, names in (("--init-config", configs), ("--init-opts", opts)):
-        for name in names:
-            check_name(name, flag)
-            if name not in known:
-                raise ValueError(f"{flag} {name}: no --init is named {name!r} (known: {sorted(known)})")
-    return [Init(i.name, i.spec, configs.get(i.name, ""), tuple(opts.get(i.name, ()))) for i in inits]
-
-
 @cli_main
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    study = InitStudy(
-        args.config_file,
-        build_inits(args),
-        args.schedules,
-        args.output_dir,
+    spec = command_line_study(
+        read_study_file(args.study) if args.study else None,
+        config_file=args.config_file,
+        inits=args.init,
+        init_configs=args.init_config,
+        init_opts=args.init_opts,
+        schedules=args.schedules,
+        metrics=args.metric,
         opts=args.opts,
-        metric=args.metric,
-        launcher_args=launcher_args(args),
+        submitit=args.submitit,
+        stage_opts=args.stage_opts,
+        only=args.only,
     )
-    plans = study.plan()
+    train_args = launcher_args(args)
+    if args.launcher == "local":
+        launcher = SequentialLauncher()
+    else:
+        parameters, extra = submitit_settings(
+            args.launcher, spec.submitit, args.num_gpus, args.num_machines, args.dist_url
+        )
+        train_args += extra
+        cluster = "slurm" if args.launcher == "slurm" else "local"
+        launcher = SubmititLauncher(args.output_dir, cluster, parameters, args.wait, args.poll_seconds)
+    study = InitStudy(
+        spec.config_file,
+        spec.inits,
+        spec.schedules,
+        args.output_dir,
+        opts=spec.opts,
+        metric=spec.metrics,
+        launcher_args=train_args,
+        stages=spec.stages,
+    )
+    plan = study.plan(CONVERT_PRETRAINED)
     if args.dry_run:
-        sys.stdout.write(plan_summary(plans, TRAIN_NET))
+        sys.stdout.write(plan_summary(plan, TRAIN_NET))
         return 0
     try:
-        cells = study.collect(plans) if args.report_only else study.run(TRAIN_NET, plans)
+        cells, stages = study.collect(plan) if args.report_only else study.run(TRAIN_NET, plan, launcher=launcher)
     except KeyboardInterrupt:
         print("interrupted: the run in progress saved a checkpoint; run the same command to resume", file=sys.stderr)
         return 130
     inits = [i.name for i in study.inits]
-    paths = write_results(cells, inits, study.schedules, study.metric, study.output_dir)
+    paths = write_results(cells, inits, study.schedules, study.metrics, study.output_dir, stages)
     png = plot_study(cells, os.path.join(study.output_dir, "init_study.png"))
     if png:
         paths["png"] = png
     print()
-    print(markdown_table(cells, inits, study.schedules, study.metric), end="")
+    print(markdown_table(cells, inits, study.schedules, study.metrics), end="")
+    if stages:
+        print("\n" + stages_table(stages), end="")
     print("\n" + "\n".join(f"written: {p}" for p in paths.values()))
     unfinished = [c for c in cells if c.status != "done"]
+    for s in stages:
+        if s.status != "done":
+            print(f"stage {s.stage}: {s.status}" + (f": {s.error}" if s.error else ""), file=sys.stderr)
     for c in unfinished:
         print(f"{c.init}_{c.schedule}: {c.status}" + (f": {c.error}" if c.error else ""), file=sys.stderr)
     return 1 if unfinished else 0

@@ -44,7 +44,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     curves = [run_curve(RunSpec.parse(r), args.metric, args.x) for r in args.runs]
     xlabel = "iterations" if args.x == "iterations" else "images seen"
-    print(plot_curves(curves, args.output, xlabel=xlabel, ylabel=args.metric, title=args.title))
+    print(plot_curves(curves, args.output, xlabel=xlabel, ylabel=args.metric, title=args.title, metric=args.metric))
     return 0
 
 

@@ -37,10 +37,15 @@ def activation_maps(fmap: np.ndarray) -> ActivationMaps:
     return ActivationMaps(summed=normalize01(fmap.sum(axis=0)), top=normalize01(fmap[top]), top_channel=top)
 
 
+#: The RGB colour of each heat level 0..255 in :func:`overlay` (OpenCV's jet), [256, 3] uint8: the
+#: colour bar of a figure of maps is drawn from it, so that it reads the overlays exactly.
+HEAT_COLORS = cv2.applyColorMap(np.arange(256, dtype=np.uint8)[:, None], cv2.COLORMAP_JET)[:, 0, ::-1].copy()
+
+
 def overlay(image_rgb: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     """``heat`` ([h, w] in [0, 1]) upsampled to the image, as a jet colour map blended over it."""
     h, w = image_rgb.shape[:2]
     heat = cv2.resize(np.asarray(heat, dtype=np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
-    colored = cv2.applyColorMap(np.uint8(np.clip(heat, 0, 1) * 255), cv2.COLORMAP_JET)[:, :, ::-1]
+    colored = HEAT_COLORS[np.uint8(np.clip(heat, 0, 1) * 255)]
     blended = (1 - alpha) * image_rgb.astype(np.float32) + alpha * colored.astype(np.float32)
     return np.clip(blended, 0, 255).astype(np.uint8)

@@ -1,50 +1,69 @@
-"""The figures of the transfer analysis, written atomically as PNG.
+"""The figures of the transfer analysis: AP across IoU thresholds, and activation maps.
 
-Figures are drawn on a bare ``matplotlib.figure.Figure`` (Agg canvas), never through
-pyplot, so that tools can run on headless machines and inside other programs.
+Both follow the project's figure policy (:mod:`kaisteval.figures`: a bare Figure on an Agg
+canvas, colour per model, line style per protocol, the legend off the data, an atomic save).
+Each ``draw_*`` returns the Figure (what tests look at), each ``plot_*`` writes it.
 """
 
 from typing import Mapping, Sequence, Tuple
 
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import ListedColormap, Normalize
 from matplotlib.figure import Figure
 
-from ..utils.file_io import atomic_write
-from .activations import ActivationMaps, overlay
+from kaisteval.figures import new_figure, save_figure
+
+from ..evaluation.iou_sweep import APSweep
+from ..utils.curves import Curve, draw_curves
+from .activations import HEAT_COLORS, ActivationMaps, overlay
+
+__all__ = ["PROTOCOLS", "draw_activation_comparison", "draw_ap_vs_iou", "plot_activation_comparison", "plot_ap_vs_iou"]
+
+#: The sweeps of :func:`detpre.analysis.ap_vs_iou.evaluate_results`, in legend order, with
+#: the names a reader knows them by.
+PROTOCOLS = {"coco": "COCO", "voc_area": "VOC area", "voc07": "VOC 11-point"}
 
 
-def save_figure(fig: Figure, path: str) -> None:
-    with atomic_write(path, "wb") as f:
-        fig.savefig(f, format="png", dpi=fig.dpi)
+def draw_ap_vs_iou(sweeps: Mapping[str, Mapping[str, APSweep]], title: str = "AP vs IoU threshold") -> Figure:
+    """``{model: {protocol: sweep}}`` on one figure: a colour per model, a line style (and
+    marker) per protocol (:data:`PROTOCOLS`), the legend right of the axes."""
+    curves = []
+    for model, by_protocol in sweeps.items():
+        for key in sorted(by_protocol, key=lambda k: list(PROTOCOLS).index(k) if k in PROTOCOLS else len(PROTOCOLS)):
+            sweep = by_protocol[key]
+            name = PROTOCOLS.get(key, key)
+            curves.append(Curve(f"{model} ({name})", list(zip(sweep.thresholds, sweep.ap)), model, name))
+    thresholds = next(iter(next(iter(sweeps.values())).values())).thresholds
+    return draw_curves(
+        curves,
+        xlabel="IoU threshold",
+        ylabel="AP (%)",
+        metric="AP",
+        title=title,
+        group_title="model",
+        subgroup_title="protocol",
+        x_ticks=[round(float(t), 2) for t in thresholds],
+        label_ends=False,
+    )
 
 
-def plot_ap_vs_iou(
-    curves: Mapping[str, Tuple[Sequence[float], Sequence[float]]], path: str, title: str = "AP vs IoU threshold"
-) -> None:
-    """One line per model: ``{label: (iou thresholds, AP in %)}``."""
-    fig = Figure(figsize=(6, 4.5), dpi=100)
-    ax = fig.subplots()
-    for label, (ious, ap) in curves.items():
-        ax.plot(ious, ap, marker="o", label=label)
-    ax.set_xlabel("IoU threshold")
-    ax.set_ylabel("AP (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path)
+def plot_ap_vs_iou(sweeps: Mapping[str, Mapping[str, APSweep]], path: str, title: str = "AP vs IoU threshold") -> str:
+    """:func:`draw_ap_vs_iou`, written to ``path``."""
+    return save_figure(draw_ap_vs_iou(sweeps, title), path)
 
 
-def plot_activation_comparison(
+def draw_activation_comparison(
     images: Sequence[Tuple[str, np.ndarray]],
     maps: Mapping[str, Sequence[ActivationMaps]],
-    path: str,
     stage: str,
-) -> None:
+) -> Figure:
     """Rows: ``images`` as ``(label, RGB array)``; columns: the image, then for each
-    backbone in ``maps`` its channel-summed and its top-channel map overlaid."""
+    backbone in ``maps`` its channel-summed and its top-channel map overlaid; a colour bar
+    on the right reads the overlays (each map min-max scaled on its own image)."""
     cols = 1 + 2 * len(maps)
-    fig = Figure(figsize=(2.6 * cols, 2.6 * len(images)), dpi=100)
+    fig = new_figure(2.6 * cols + 0.8, 2.6 * len(images))
+    fig.set_layout_engine("constrained")
     axes = np.asarray(fig.subplots(len(images), cols, squeeze=False))
     for row, (label, rgb) in enumerate(images):
         axes[row, 0].imshow(rgb)
@@ -57,5 +76,18 @@ def plot_activation_comparison(
             axes[row, 2 + 2 * b].set_title(f"{backbone}: {stage} ch {m.top_channel}", fontsize=9)
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout()
-    save_figure(fig, path)
+    heat = ScalarMappable(Normalize(0.0, 1.0), ListedColormap(HEAT_COLORS / 255.0, name="detpre-heat"))
+    bar = fig.colorbar(heat, ax=list(axes.flat), shrink=0.85, ticks=[0.0, 0.5, 1.0])
+    bar.set_label("activation (min-max scaled per map)", fontsize=9)
+    return fig
+
+
+def plot_activation_comparison(
+    images: Sequence[Tuple[str, np.ndarray]],
+    maps: Mapping[str, Sequence[ActivationMaps]],
+    path: str,
+    stage: str,
+) -> str:
+    """:func:`draw_activation_comparison`, written to ``path`` (laid out by matplotlib's
+    constrained layout, which makes room for the colour bar)."""
+    return save_figure(draw_activation_comparison(images, maps, stage), path, layout=False)

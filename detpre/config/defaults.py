@@ -119,12 +119,16 @@ def add_kaist_config(cfg: CN) -> None:
 
 
 def add_box_domain_config(cfg: CN) -> None:
-    """Box-domain pre-training (AlignDet): ``MODEL.BOX_DOMAIN`` and ``INPUT.TWO_VIEW``."""
+    """Box-domain pre-training (AlignDet): ``MODEL.BOX_DOMAIN`` and ``INPUT.TWO_VIEW``.
+
+    The defaults are AlignDet's released values (docs/aligndet.md compares every one with the
+    official code); configs/AlignDet/pretrain/*.yaml set the per-detector ones.
+    """
     _C = cfg
     # MODEL.META_ARCHITECTURE "BoxDomainPretrainer" wraps the detector named here as an
-    # online detector plus a momentum (EMA) copy, trained on selective-search proposals
-    # (tools/precompute_proposals.py; MODEL.LOAD_PROPOSALS + DATASETS.PROPOSAL_FILES_TRAIN)
-    # seen in two views ("TwoViewDatasetMapper"). See configs/AlignDet.
+    # online detector plus a momentum (EMA) copy, trained on unsupervised proposals
+    # (tools/precompute_proposals.py; MODEL.LOAD_PROPOSALS + DATASETS.PROPOSAL_FILES_TRAIN,
+    # a Detectron2 .pkl or AlignDet's COCO .json) seen in two views ("TwoViewDatasetMapper").
     _C.MODEL.BOX_DOMAIN = CN()
     # The wrapped detector's meta-architecture: "GeneralizedRCNN" (standard or cascade ROI
     # heads) or "RetinaNet"; the rest of MODEL.* configures it as usual.
@@ -145,20 +149,40 @@ def add_box_domain_config(cfg: CN) -> None:
     _C.MODEL.BOX_DOMAIN.TEMPERATURE = 0.5
     _C.MODEL.BOX_DOMAIN.CONTRASTIVE_WEIGHT = 1.0
     # Weight of the class-agnostic regression of the ROI box head / one-stage head to the
-    # assigned proposal (the RPN's own losses keep weight 1, as in Detectron2).
+    # assigned proposal (the RPN's own losses keep MODEL.RPN.LOSS_WEIGHT, as in Detectron2).
     _C.MODEL.BOX_DOMAIN.REGRESSION_WEIGHT = 1.0
-    # Positive RoIs (two-stage) or anchors (one-stage) used per image and stage, drawn at
-    # random when there are more (AlignDet samples positives only).
-    _C.MODEL.BOX_DOMAIN.MAX_POSITIVES_PER_IMAGE = 2048
+    # The sampler of RoIs (two-stage, per cascade stage) or anchors (one-stage) per image, as
+    # mmdet's RandomSampler(num, pos_fraction): up to int(SAMPLES_PER_IMAGE * POSITIVE_FRACTION)
+    # random positives; with BACKGROUND_NEGATIVES, background boxes fill the rest up to
+    # SAMPLES_PER_IMAGE and their embeddings are extra negatives of the contrastive loss
+    # (never queries, never regressed). AlignDet: 4096 / 1.0 / no background (R-CNN),
+    # 2048 / 1.0 / background (RetinaNet), 512 / 0.25 / background (HTC, multi-stage).
+    _C.MODEL.BOX_DOMAIN.SAMPLES_PER_IMAGE = 4096
+    _C.MODEL.BOX_DOMAIN.POSITIVE_FRACTION = 1.0
+    _C.MODEL.BOX_DOMAIN.BACKGROUND_NEGATIVES = False
+    # Multi-stage (cascade) heads: each stage's losses (regression and contrastive) are
+    # multiplied by its weight (AlignDet's HTC: 1, 0.5, 0.25); a single-stage head uses the first.
+    _C.MODEL.BOX_DOMAIN.STAGE_WEIGHTS = (1.0, 0.5, 0.25)
+    # Cascade heads: refine the RoIs with each stage's regression before the next stage, as
+    # Detectron2's CascadeROIHeads does. AlignDet's HTC (interleaved=True without masks) never
+    # refines: every stage assigns the same RPN proposals at its own IoU.
+    _C.MODEL.BOX_DOMAIN.REFINE_CASCADE_STAGES = False
+    # Leave out of training the images without a proposal, as AlignDet's CocoDataset does
+    # (filter_empty_gt); applies whenever MODEL.LOAD_PROPOSALS is on.
+    _C.DATALOADER.FILTER_EMPTY_PROPOSALS = True
 
     # Two views of an image for box-domain pre-training ("TwoViewDatasetMapper"); each view
     # draws its own INPUT.MIN_SIZE_TRAIN / RANDOM_FLIP / CROP geometry.
     _C.INPUT.TWO_VIEW = CN()
-    # Strong photometric augmentation per view (colour jitter, grayscale, blur, solarize,
-    # autocontrast, equalize).
-    _C.INPUT.TWO_VIEW.PHOTOMETRIC = True
+    # Photometric augmentation per view: "aligndet" (one of nine RandAugment operations at a
+    # random magnitude, AlignDet's), "byol" (colour jitter, grayscale, blur, solarize,
+    # autocontrast, equalize chained) or "none".
+    _C.INPUT.TWO_VIEW.PHOTOMETRIC = "aligndet"
     # A proposal is dropped from a view when less than this fraction of it is inside.
     _C.INPUT.TWO_VIEW.MIN_VISIBLE_FRACTION = 0.5
+    # Only the first this many proposals of an image (in the file's order) are used, the same
+    # in both views; 0 uses all. AlignDet: all for R-CNN, 50 for RetinaNet.
+    _C.INPUT.TWO_VIEW.MAX_PROPOSALS = 0
 
 
 def add_image_domain_config(cfg: CN) -> None:

@@ -35,6 +35,7 @@ from detectron2.data.build import filter_images_with_only_crowd_annotations, tri
 from detectron2.utils import comm
 
 from .annotation_checks import check_dataset_dicts
+from .proposals.formats import load_proposals_into_dicts
 
 logger = logging.getLogger(__name__)
 
@@ -160,12 +161,28 @@ def train_dataset_dicts(cfg: CfgNode) -> List[Dict[str, Any]]:
     """The training dicts of ``cfg``, as Detectron2 loads them, with unusable boxes named or
     skipped (:mod:`detpre.data.annotation_checks`) before empty images are filtered."""
     names = cfg.DATASETS.TRAIN
-    dicts = get_detection_dataset_dicts(
-        names,
-        filter_empty=False,
-        min_keypoints=cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0,
-        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
-    )
+    min_keypoints = cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0
+    if cfg.MODEL.LOAD_PROPOSALS:
+        # Per dataset, by detpre's loader: Detectron2's pickle or AlignDet's COCO json.
+        files = cfg.DATASETS.PROPOSAL_FILES_TRAIN
+        if len(files) != len(names):
+            raise ValueError(
+                f"DATASETS.PROPOSAL_FILES_TRAIN has {len(files)} files for the {len(names)} datasets of "
+                f"DATASETS.TRAIN {tuple(names)}: one proposal file per dataset."
+            )
+        dicts = [
+            d
+            for name, path in zip(names, files)
+            for d in load_proposals_into_dicts(
+                get_detection_dataset_dicts(name, filter_empty=False, min_keypoints=min_keypoints), path
+            )
+        ]
+        if cfg.DATALOADER.FILTER_EMPTY_PROPOSALS:
+            kept = [d for d in dicts if len(d["proposal_boxes"])]
+            logger.info("Removed %d images without proposals. %d images left.", len(dicts) - len(kept), len(kept))
+            dicts = kept
+    else:
+        dicts = get_detection_dataset_dicts(names, filter_empty=False, min_keypoints=min_keypoints)
     dicts = check_dataset_dicts(dicts, names)
     if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
         dicts = filter_images_with_only_crowd_annotations(dicts)

@@ -1,95 +1,31 @@
-"""Read metric curves from Detectron2 runs and draw them on one figure.
+"""Metric curves of Detectron2 runs, drawn on one figure.
 
 *Rethinking ImageNet Pre-training*'s central figure is AP against training iterations for
 random initialization and pre-training, several schedules on one plot. Detectron2 already
-records what it needs: ``metrics.json`` in a run's output directory (JSON lines written by
-``JSONWriter``), where evaluation results appear as keys such as ``bbox/AP`` on the
-iterations at which the ``EvalHook`` ran, and ``config.yaml`` beside it with the batch size.
-This module only reads those files back and plots them.
+records what it needs: ``metrics.json`` in a run's output directory (read by
+:mod:`detpre.utils.metrics`), where evaluation results appear as keys such as ``bbox/AP`` on
+the iterations at which the ``EvalHook`` ran, and ``config.yaml`` beside it with the batch
+size. This module turns runs into curves and draws them by the project's figure policy
+(:mod:`kaisteval.figures`): a colour per run or group of runs, a line style and marker per
+sub-group, the legend outside the data, final values labelled without overlap, integer
+iteration ticks and percentages on an axis that stops at 100.
 """
 
-import json
-import logging
 import math
 import os
 from dataclasses import dataclass
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, Optional, Sequence, Tuple
 
 import yaml
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-logger = logging.getLogger(__name__)
+from kaisteval.figures import StylePolicy, label_final_values, new_figure, save_figure
+from kaisteval.plot import MISS_RATE_TICKS, set_miss_rate_axis
 
-__all__ = ["Curve", "RunSpec", "metric_series", "plot_curves", "read_ims_per_batch", "read_metrics"]
+from .metrics import METRICS_FILE, is_miss_rate, is_percentage, metric_series, metrics_path
 
-METRICS_FILE = "metrics.json"
-
-
-def metrics_path(run: str) -> str:
-    """``run`` if it is a file, else ``run/metrics.json``; a clear error if neither exists."""
-    path = os.path.join(run, METRICS_FILE) if os.path.isdir(run) else run
-    if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"No metrics file at {path}: give a Detectron2 output directory (holding "
-            f"{METRICS_FILE}) or the path of a {METRICS_FILE}."
-        )
-    return path
-
-
-def read_metrics(run: str) -> List[Dict]:
-    """The records of a run's ``metrics.json``, one dict per line, in file order.
-
-    A last line cut short (a run killed while writing) is skipped with a warning; any
-    other line that is not a JSON object is an error naming the file and line.
-    """
-    path = metrics_path(run)
-    with open(path) as f:
-        lines = [(n, line) for n, line in enumerate(f, start=1) if line.strip()]
-    records = []
-    for i, (number, line) in enumerate(lines):
-        try:
-            record = json.loads(line)
-        except ValueError as e:
-            if i == len(lines) - 1:
-                logger.warning("Skipping the incomplete last line %d of %s.", number, path)
-                break
-            raise ValueError(f"{path}, line {number}: not a JSON object ({e}).") from None
-        if not isinstance(record, dict) or not isinstance(record.get("iteration"), int):
-            raise ValueError(f"{path}, line {number}: expected a JSON object with an integer 'iteration'.")
-        records.append(record)
-    return records
-
-
-def metric_series(run: str, metric: str) -> List[Tuple[int, float]]:
-    """``(iterations trained, value)`` of ``metric`` in a run, sorted by iteration.
-
-    Detectron2 logs a value put during step ``i`` (0-based) at iteration ``i``: an
-    evaluation after the 100th step reads 99, and is returned as 100, so that the x axis
-    reads "iterations trained". The evaluation that ``EvalHook`` runs after training is
-    logged at the iteration count itself (``after_train`` sets the storage's iteration to
-    ``max_iter``), past the last step that logged an ``lr``; it is returned as logged.
-    If an iteration appears more than once (a run resumed over its own past), the last
-    value written wins, as it is the one the resumed run computed.
-    """
-    records = read_metrics(run)
-    steps = [r["iteration"] for r in records if "lr" in r]
-    last_step = max(steps) if steps else None
-    values: Dict[int, float] = {}
-    for record in records:
-        if metric in record:
-            it = record["iteration"]
-            after_training = last_step is not None and it > last_step
-            values[it if after_training else it + 1] = float(record[metric])
-    if not values:
-        keys = sorted({k for r in records for k in r} - {"iteration"})
-        raise KeyError(
-            f"{metrics_path(run)} has no metric {metric!r}. Available: {', '.join(keys) or 'none'}"
-            + (
-                ""
-                if any("/AP" in k for k in keys)
-                else " (no evaluation results: was TEST.EVAL_PERIOD 0 and the run stopped before its final evaluation?)"
-            )
-        )
-    return sorted(values.items())
+__all__ = ["Curve", "RunSpec", "draw_curves", "plot_curves", "read_ims_per_batch", "run_curve"]
 
 
 def read_ims_per_batch(run: str) -> int:
@@ -134,8 +70,14 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class Curve:
+    """One line: its legend label and ``(x, y)`` points. Curves of one ``group`` (by default
+    each label is its own) share a colour; within a group, ``subgroup`` picks the line style
+    and marker (the init study: group = initialization, subgroup = schedule)."""
+
     label: str
     points: Sequence[Tuple[float, float]]
+    group: str = ""
+    subgroup: str = ""
 
 
 def run_curve(spec: RunSpec, metric: str, x_axis: str = "iterations") -> Curve:
@@ -149,38 +91,73 @@ def run_curve(spec: RunSpec, metric: str, x_axis: str = "iterations") -> Curve:
     return Curve(spec.label, series)
 
 
-def plot_curves(
+def _percentage_axis(ax, metric: str, log_miss_rate: bool) -> None:
+    """A percentage never runs past 100 (nor an AP below 0); a miss rate, lower being better,
+    is 0-100 % or, with ``log_miss_rate``, the toolbox's log axis up to 100 %."""
+    if is_miss_rate(metric) and log_miss_rate:
+        values = [y for line in ax.get_lines() for y in line.get_ydata() if math.isfinite(y) and y > 0]
+        lowest = 0.9 * min(values, default=100.0)
+        # Down to the toolbox's tick below the best value (or below it, past the last tick).
+        bottom = max([100.0 * t for t in MISS_RATE_TICKS if 100.0 * t <= lowest], default=0.8 * lowest)
+        set_miss_rate_axis(ax, (bottom, 100.0), scale=100.0)
+    elif is_miss_rate(metric):
+        ax.set_ylim(0.0, 100.0)
+    else:
+        ax.set_ylim(0.0, min(100.0, ax.get_ylim()[1]))
+
+
+def draw_curves(
     curves: Iterable[Curve],
-    output: str,
     xlabel: str = "iterations",
     ylabel: str = "bbox/AP",
     title: Optional[str] = None,
-) -> str:
-    """Draw ``curves`` on one figure and save it to ``output`` (format from its suffix)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on training machines
-    import matplotlib.pyplot as plt
-
+    metric: Optional[str] = None,
+    log_miss_rate: bool = False,
+    group_title: str = "",
+    subgroup_title: str = "",
+    x_ticks: Optional[Sequence[float]] = None,
+    label_ends: bool = True,
+) -> Figure:
+    """``curves`` on one figure; ``metric`` (by default ``ylabel``) decides the y axis:
+    percentages (AP, MR) stop at 100, miss rates say that lower is better. The x axis has
+    integer ticks (iterations, images), or ``x_ticks``. ``group_title`` and
+    ``subgroup_title`` head the legend's sections; ``label_ends`` writes each final value."""
     curves = list(curves)
     if not curves:
         raise ValueError("No curves to plot.")
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    metric = metric or ylabel
+    grouped = any(c.subgroup for c in curves)
+    styles = StylePolicy([c.group or c.label for c in curves], [c.subgroup for c in curves] if grouped else ())
+    fig = new_figure(7.2, 4.4, dpi=120)
+    ax = fig.subplots()
+    # A percentage of 0 or 100 lies on the frame: drawn unclipped, its marker stays whole.
+    clip = not is_percentage(metric)
+    ends = []
     for curve in curves:
-        xs, ys = zip(*curve.points)
-        ax.plot(xs, ys, marker="o", markersize=3, label=curve.label)
-        finite = [(x, y) for x, y in curve.points if not math.isnan(y)]
-        if finite:  # the final value, as the paper's figure annotates each curve
-            ax.annotate(f"{finite[-1][1]:.1f}", finite[-1], textcoords="offset points", xytext=(4, 0), fontsize=8)
+        style = styles.style(curve.group or curve.label, curve.subgroup if grouped else None)
+        xs, ys = zip(*curve.points) if curve.points else ((), ())
+        ax.plot(xs, ys, markersize=4, linewidth=1.6, clip_on=clip, **style.line_kwargs())
+        finite = [(x, y) for x, y in curve.points if math.isfinite(y)]
+        if finite and label_ends:  # the final value, as the paper's figure annotates each curve
+            ends.append((*finite[-1], f"{finite[-1][1]:.1f}", style.color))
+    ax.margins(x=0.1 if label_ends else 0.03)  # room for the final-value labels
+    if is_percentage(metric):
+        _percentage_axis(ax, metric, log_miss_rate)
+    label_final_values(ax, ends)
+    if x_ticks is None:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    else:
+        ax.set_xticks(list(x_ticks))
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(f"{ylabel} (lower is better)" if is_miss_rate(metric) else ylabel)
     if title:
         ax.set_title(title)
-    ax.margins(x=0.08)  # room for the final-value labels
     ax.grid(True, alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    fig.savefig(output, dpi=120)
-    plt.close(fig)
-    return output
+    styles.legend(ax, group_title, subgroup_title)
+    return fig
+
+
+def plot_curves(curves: Iterable[Curve], output: str, **kwargs) -> str:
+    """Draw ``curves`` (:func:`draw_curves`, which takes the keyword arguments) and save the
+    figure to ``output`` (format from its suffix)."""
+    return save_figure(draw_curves(curves, **kwargs), output)

@@ -7,10 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from detpre.analysis.activations import activation_maps, normalize01, overlay
+from detpre.analysis.activations import HEAT_COLORS, activation_maps, normalize01, overlay
 from detpre.analysis.cka import cka_matrix, linear_cka
 from detpre.analysis.neighbors import knn_indices, neighbor_overlap, overlap_both_ways
-from detpre.analysis.plots import plot_activation_comparison
+from detpre.analysis.plots import draw_activation_comparison, draw_ap_vs_iou, plot_activation_comparison, plot_ap_vs_iou
+from detpre.evaluation.iou_sweep import APSweep
+from kaisteval.figures import PALETTE, finish
 
 from conftest import load_tool
 
@@ -165,10 +167,61 @@ def test_activation_comparison_png(tmp_path):
         ("thermal", rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)),
     ]
     maps = {name: [activation_maps(rng.random((5, 4, 5))) for _ in images] for name in ("det", "cls")}
+    fig = draw_activation_comparison(images, maps, "res4")
+    # 2 rows x 5 panels, and a colour bar that reads the overlays: their colours, from 0 to 1.
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    (bar,) = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(panels) == 10
+    top = [m[0].top_channel for m in maps.values()]
+    titles = ["visible", "det: res4 sum", f"det: res4 ch {top[0]}", "cls: res4 sum", f"cls: res4 ch {top[1]}"]
+    assert [ax.get_title() for ax in panels[:5]] == titles
+    (mappable,) = [c for c in bar.collections if c.cmap.name == "detpre-heat"]  # the bar's colour mesh
+    np.testing.assert_allclose(mappable.cmap(np.linspace(0, 1, 256))[:, :3], HEAT_COLORS / 255.0)
+    assert mappable.norm.vmin == 0.0 and mappable.norm.vmax == 1.0
+    assert bar.get_ylabel() == "activation (min-max scaled per map)"
+    fig.canvas.draw()
+    assert bar.get_window_extent().x0 >= max(ax.get_window_extent().x1 for ax in panels)  # right of the maps
     path = tmp_path / "maps.png"
     plot_activation_comparison(images, maps, str(path), "res4")
     with Image.open(path) as im:
         assert im.format == "PNG" and im.size[0] > im.size[1]  # 5 columns, 2 rows
+
+
+def sweep(top: float) -> APSweep:
+    thresholds = np.round(np.arange(0.1, 0.95, 0.1), 2)
+    return APSweep(thresholds, top - 50 * thresholds, top - 30)
+
+
+def test_ap_vs_iou_colours_models_and_styles_protocols(tmp_path):
+    table = {
+        "scratch": {"coco": sweep(80), "voc07": sweep(82), "voc_area": sweep(81)},
+        "imagenet": {"voc_area": sweep(86), "coco": sweep(85), "voc07": sweep(87)},
+    }
+    fig = finish(draw_ap_vs_iou(table))
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    # Protocols in one order whatever the dict's: COCO, VOC area, VOC 11-point.
+    assert [line.get_ydata()[0] for line in lines] == pytest.approx([75, 76, 77, 80, 81, 82])
+    assert [line.get_color() for line in lines] == [PALETTE[0]] * 3 + [PALETTE[1]] * 3
+    assert [line.get_linestyle() for line in lines[:3]] == [line.get_linestyle() for line in lines[3:]]
+    assert len({line.get_linestyle() for line in lines}) == 3
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "model",
+        "scratch",
+        "imagenet",
+        "protocol",
+        "COCO",
+        "VOC area",
+        "VOC 11-point",
+    ]
+    assert legend.get_window_extent().x0 > ax.get_window_extent().x1
+    assert list(ax.get_xticks()) == pytest.approx(list(np.arange(1, 10) / 10))
+    assert ax.get_ylim() == (0.0, pytest.approx(ax.get_ylim()[1])) and ax.get_ylim()[1] <= 100
+    # Only COCO: the protocol is not a level of the legend.
+    single = finish(draw_ap_vs_iou({"a": {"coco": sweep(80)}, "b": {"coco": sweep(70)}})).axes[0]
+    assert [t.get_text() for t in single.get_legend().get_texts()] == ["model", "a", "b"]
+    assert plot_ap_vs_iou(table, str(tmp_path / "ap.png")) == str(tmp_path / "ap.png")
 
 
 # --------------------------------------------------------------- compare tool

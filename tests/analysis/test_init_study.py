@@ -17,23 +17,32 @@ import pytest
 import torch
 import torchvision
 import yaml
+from matplotlib.text import Text
 
 from detpre.analysis.init_study import (
     SCRATCH,
+    Cell,
     Init,
     InitStudy,
+    Stage,
+    draw_study,
     final_metric,
     is_finished,
     markdown_table,
+    plot_study,
     prepare_weights,
-    read_metrics,
+    stages_table,
     write_results,
 )
+from detpre.analysis.study_jobs import JobOutcome
+from detpre.analysis.study_spec import command_line_study
+from detpre.utils.metrics import read_metrics
+from kaisteval.figures import FINAL_VALUE_GID, finish
 
-from conftest import DEMO_CONFIG, TINY_DEMO_OPTS, load_tool
+from conftest import DEMO_CONFIG, REPO, TINY_DEMO_OPTS, load_tool
 
 init_study_tool = load_tool("init_study")
-build_inits, build_parser, main = init_study_tool.build_inits, init_study_tool.build_parser, init_study_tool.main
+build_parser, main = init_study_tool.build_parser, init_study_tool.main
 
 # A 1x schedule of 4 iterations at 2 images, LR drops after 2 and 3; checkpoints and
 # evaluations every 4 iterations, on 4 validation images.
@@ -157,13 +166,26 @@ def test_cli_attaches_per_init_configs_and_overrides(tmp_path):
             "cpu",
         ]
     )
-    scratch, imagenet = build_inits(args)
+
+    def study(**changes):
+        given = dict(
+            config_file=args.config_file,
+            inits=args.init,
+            init_configs=args.init_config,
+            init_opts=args.init_opts,
+            schedules=args.schedules,
+            opts=args.opts,
+        )
+        return command_line_study(None, **{**given, **changes})
+
+    scratch, imagenet = study().inits
     assert scratch == Init("scratch", "scratch")
     assert imagenet == Init("imagenet", "r.pkl", "ft.yaml", ("MODEL.RESNETS.NORM", "FrozenBN"))
-    assert args.opts == ["MODEL.DEVICE", "cpu"]
-    args.init_opts.append(["coco", "A", "1"])
-    with pytest.raises(ValueError, match="--init-opts coco: no --init is named 'coco'"):
-        build_inits(args)
+    assert study().opts == ["MODEL.DEVICE", "cpu"] and study().metrics == ["bbox/AP"]
+    with pytest.raises(ValueError, match="--init-opts coco: no initialization is named 'coco'"):
+        study(init_opts=[*args.init_opts, ["coco", "A", "1"]])
+    with pytest.raises(ValueError, match="no schedules"):
+        study(schedules=[])
 
 
 # ------------------------------------------------------------------------- planning
@@ -253,7 +275,7 @@ def test_finished_runs_table_and_curves(tmp_path):
     assert [is_finished(p.output_dir, p.cfg.SOLVER.MAX_ITER) for p in plans] == [True, True, True, False]
     assert final_metric(read_metrics(str(tmp_path / "scratch_2x")), "bbox/AP") == (9, 7.5)
 
-    cells = {f"{c.init}_{c.schedule}": c for c in study.collect(plans)}
+    cells = {f"{c.init}_{c.schedule}": c for c in study.collect(plans)[0]}
     assert {k: c.status for k, c in cells.items()} == {
         "scratch_1x": "done",
         "scratch_2x": "done",
@@ -282,11 +304,69 @@ def test_finished_runs_table_and_curves(tmp_path):
     assert runs["scratch_2x"]["images_seen"] == 16
 
 
+def study_cells(metric: str, value):
+    """Three initializations x three schedules; the two 0.5x runs of scratch and backbone end
+    on the same value at the same x, and the detector's end close to each other."""
+    cells = []
+    for k, init in enumerate(["scratch", "backbone", "detector"]):
+        for n, schedule in enumerate(["0.5x", "1x", "2x"]):
+            xs = [120 * (i + 1) for i in range(2 * 2**n)]
+            curve = [(x, value(k, n, x)) for x in xs]
+            cells.append(Cell(init, schedule, "", "done", metric, value=curve[-1][1], curve=curve))
+    return cells
+
+
+def test_study_figure_colours_initializations_and_styles_schedules(tmp_path):
+    ap = study_cells("bbox/AP", lambda k, n, x: 1.6 if (k < 2 and n == 0) else 70 + n if k == 2 else 10 * k + x / 40)
+    fig = finish(draw_study(ap))
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert len(lines) == 9
+    colour = {(c.init, c.schedule): line.get_color() for c, line in zip(ap, lines)}
+    style = {(c.init, c.schedule): (line.get_linestyle(), line.get_marker()) for c, line in zip(ap, lines)}
+    for init in ("scratch", "backbone", "detector"):
+        assert len({colour[(init, s)] for s in ("0.5x", "1x", "2x")}) == 1  # one colour per initialization
+    assert len(set(colour.values())) == 3
+    for schedule in ("0.5x", "1x", "2x"):
+        assert len({style[(i, schedule)] for i in ("scratch", "backbone", "detector")}) == 1  # one style each
+    assert len(set(style.values())) == 3
+    labels = [t for t in ax.texts if t.get_gid() == FINAL_VALUE_GID]
+    assert sorted(t.get_text() for t in labels) == sorted(f"{c.value:.1f}" for c in ap)
+    boxes = [Text.get_window_extent(t) for t in labels]
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1 :])
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "initialization",
+        "scratch",
+        "backbone",
+        "detector",
+        "schedule",
+        "0.5x",
+        "1x",
+        "2x",
+    ]
+    assert legend.get_window_extent().x0 > ax.get_window_extent().x1
+    assert ax.get_xlabel() == "images seen" and ax.get_yscale() == "linear" and ax.get_ylim()[1] <= 100
+    assert plot_study(ap, str(tmp_path / "s.png")) == str(tmp_path / "s.png")
+    assert plot_study([Cell("s", "1x", "", "not run", "bbox/AP")], str(tmp_path / "none.png")) is None
+
+
+def test_study_figure_of_a_kaist_miss_rate_is_a_log_axis_lower_is_better():
+    mr = study_cells("kaist/MR_all", lambda k, n, x: 100.0 if x == 120 else 90.0 - 20 * k - 5 * n - x / 100)
+    ax = finish(draw_study(mr)).axes[0]
+    assert ax.get_yscale() == "log"
+    low, high = ax.get_ylim()
+    assert high == 100.0 and low <= min(c.value for c in mr)  # 100% is the top, never past it
+    assert "100%" in [t.get_text() for t in ax.get_yticklabels()]
+    assert ax.get_ylabel() == "kaist/MR_all (lower is better)"
+    assert not any(line.get_clip_on() for line in ax.get_lines())  # the 100% start is drawn whole
+
+
 def test_missing_metric_lists_what_the_evaluation_wrote(tmp_path):
     study = InitStudy(str(DEMO_CONFIG), [Init("s", SCRATCH)], ["1x"], str(tmp_path), opts=TOY_OPTS, metric="kaist/MR")
     plans = study.plan()
     fake_run(tmp_path / "s_1x", [{"iteration": 4, "bbox/AP": 1.0, "bbox/AP50": 2.0}])
-    (cell,) = study.collect(plans)
+    (cell,), _ = study.collect(plans)
     assert cell.status == "failed"
     assert "no 'kaist/MR'" in cell.error and "['bbox/AP', 'bbox/AP50']" in cell.error
 
@@ -342,7 +422,7 @@ def test_sigterm_reaches_the_run_and_stops_the_study(tmp_path):
     script.write_text(FAKE_TRAIN_NET)
     study = InitStudy(str(DEMO_CONFIG), [Init("s", SCRATCH)], ["1x", "2x"], str(tmp_path / "study"), opts=TOY_OPTS)
     messages = []
-    cells = study.run(str(script), log=messages.append)
+    cells, _ = study.run(str(script), log=messages.append)
     assert [c.status for c in cells] == ["stopped", "not run"]
     assert (tmp_path / "study" / "s_1x" / "saved_on_signal").is_file()
     assert not (tmp_path / "study" / "s_2x").exists()
@@ -357,7 +437,6 @@ def mtimes(run_dir: Path):
 @pytest.mark.slow
 def test_study_runs_skips_finished_runs_and_resumes_a_broken_one(demo_root, tmp_path, monkeypatch, capsys):
     # The study runs in this process; each run is a tools/train_net.py process of its own.
-    monkeypatch.setenv("DETPRE_DEMO_ROOT", str(demo_root))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tmp_path / "study"
     weights = torchvision_resnet18(tmp_path / "resnet18_torchvision.pth")
@@ -430,3 +509,156 @@ def test_study_runs_skips_finished_runs_and_resumes_a_broken_one(demo_root, tmp_
     for run in runs[:3]:
         assert mtimes(out / run) == before[run]
     table_matches_metrics()
+
+
+# ------------------------------------------------------------------ pre-training stages
+BOX_PRETRAIN = REPO / "configs" / "AlignDet" / "Demo" / "pretrain_faster_rcnn_R18_FPN.yaml"
+BOX_FINETUNE = REPO / "configs" / "AlignDet" / "Demo" / "finetune_faster_rcnn_R18_FPN.yaml"
+
+
+def test_stages_become_jobs_that_run_before_the_rows_that_need_them(tmp_path):
+    zoo = "catalog://ImageNetPretrained/FAIR/R-50-GN"
+    stages = [
+        Stage("again", str(BOX_PRETRAIN), "stage:first", opts=("SOLVER.MAX_ITER", "3")),  # given before its source
+        Stage("first", str(BOX_PRETRAIN), zoo),
+    ]
+    inits = [
+        Init("scratch", SCRATCH),
+        Init("box", "stage:again", str(BOX_FINETUNE), ("SOLVER.BASE_LR", "0.01")),
+    ]
+    study = InitStudy(str(DEMO_CONFIG), inits, ["1x"], str(tmp_path), opts=TOY_OPTS, stages=stages)
+    with pytest.raises(ValueError, match="need tools/convert_pretrained.py"):
+        study.plan()
+    plan = study.plan("convert_pretrained.py")
+    assert [s.stage.name for s in plan.stages] == ["first", "again"]  # each after the stage it starts from
+    first, again = plan.stages
+    # A box-domain pre-training takes its image-domain weights through MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS.
+    assert first.weights_key == "MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS"
+    assert first.cfg.MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS == zoo and first.cfg.MODEL.WEIGHTS == ""
+    assert first.cfg.OUTPUT_DIR == str(tmp_path / "pretrain" / "first")
+    assert again.cfg.MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS == str(tmp_path / "weights" / "stage_again.pth")
+    assert again.cfg.SOLVER.MAX_ITER == 3 and "--resume" in again.argv
+    to_stage, to_row = plan.conversions
+    assert to_stage.argv == [
+        "convert_pretrained.py",
+        str(tmp_path / "pretrain" / "first" / "model_final.pth"),
+        str(tmp_path / "weights" / "stage_again.pth"),
+        "--config-file",
+        str(BOX_PRETRAIN),
+        "--report",
+        str(tmp_path / "weights" / "stage_again.json"),
+        "SOLVER.MAX_ITER",
+        "3",
+    ]
+    # The row's conversion is checked against the row's model: its config and overrides.
+    assert to_row.argv[1:6] == [
+        str(tmp_path / "pretrain" / "again" / "model_final.pth"),
+        str(tmp_path / "weights" / "init_box.pth"),
+        "--config-file",
+        str(BOX_FINETUNE),
+        "--report",
+    ]
+    assert to_row.argv[7:] == [*TOY_OPTS, "SOLVER.BASE_LR", "0.01"]
+    cells = {c.name: c for c in plan.cells}
+    assert cells["box_1x"].cfg.MODEL.WEIGHTS == str(tmp_path / "weights" / "init_box.pth")
+    assert cells["box_1x"].cfg.SOLVER.BASE_LR == 0.01
+
+    jobs = study.jobs(plan, "train_net.py")
+    assert [(j.name, j.needs) for j in jobs] == [
+        ("pretrain_first", ()),
+        ("convert_first_to_stage_again", ("pretrain_first",)),
+        ("pretrain_again", ("convert_first_to_stage_again",)),
+        ("convert_again_to_init_box", ("pretrain_again",)),
+        ("scratch_1x", ()),
+        ("box_1x", ("convert_again_to_init_box",)),
+    ]
+    assert jobs[0].command[1:3] == ["train_net.py", "--config-file"] and not any(j.is_done() for j in jobs)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "init_box.pth").write_bytes(b"")
+    assert jobs[3].is_done()  # a conversion is done when its weights are there
+
+    # The table tells why a row did not run: what it waited for.
+    outcome = {"pretrain_first": JobOutcome("failed", "exited with status 1")}
+    outcome["convert_again_to_init_box"] = JobOutcome("not run", "pretrain_again not done")
+    cells, stage_rows = study.collect(plan, outcome)
+    assert [(s.stage, s.status) for s in stage_rows] == [("first", "failed"), ("again", "not run")]
+    box = next(c for c in cells if c.init == "box")
+    assert box.status == "not run" and "convert_again_to_init_box: not run (pretrain_again not done)" in box.error
+    assert "| first | catalog://ImageNetPretrained/FAIR/R-50-GN | 60 x 4 | failed |" in stages_table(stage_rows)
+
+
+def test_stage_mistakes_are_refused_before_anything_runs(tmp_path):
+    box = str(BOX_PRETRAIN)
+    with pytest.raises(ValueError, match="--init b=stage:nope: the study has no stage 'nope'"):
+        InitStudy(str(DEMO_CONFIG), [Init("b", "stage:nope")], ["1x"], str(tmp_path))
+    loop = [Stage("a", box, "stage:b"), Stage("b", box, "stage:a")]
+    with pytest.raises(ValueError, match="in a cycle: a -> b -> a"):
+        InitStudy(str(DEMO_CONFIG), [Init("b", "stage:a")], ["1x"], str(tmp_path), stages=loop)
+    with pytest.raises(ValueError, match="stage a's opts set \\['MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS'\\]"):
+        InitStudy(
+            str(DEMO_CONFIG),
+            [Init("s", SCRATCH)],
+            ["1x"],
+            str(tmp_path),
+            stages=[Stage("a", box, SCRATCH, opts=("MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS", "x.pkl"))],
+        )
+    bad = InitStudy(
+        str(DEMO_CONFIG),
+        [Init("s", SCRATCH)],
+        ["1x"],
+        str(tmp_path),
+        opts=TOY_OPTS,
+        stages=[Stage("a", box, SCRATCH, opts=("SOLVER.NO_SUCH_KEY", "1"))],
+    )
+    with pytest.raises(ValueError, match="stage a: .*SOLVER.NO_SUCH_KEY"):
+        bad.plan("convert_pretrained.py")
+
+
+def test_several_metrics_share_one_table(tmp_path):
+    metrics = ["kaist/MR_all", "kaist/MR_day", "kaist/MR_night"]
+    study = InitStudy(
+        str(DEMO_CONFIG), [Init("s", SCRATCH)], ["1x", "2x"], str(tmp_path), opts=TOY_OPTS, metric=metrics
+    )
+    plan = study.plan()
+    fake_run(tmp_path / "s_1x", [{"iteration": 4, "kaist/MR_all": 30.0, "kaist/MR_day": 25.0, "kaist/MR_night": 40.5}])
+    fake_run(tmp_path / "s_2x", [{"iteration": 8, "kaist/MR_all": 20.0, "kaist/MR_day": 15.0}])
+    cells, _ = study.collect(plan)
+    assert cells[0].status == "done" and cells[0].value == 30.0 and cells[0].values["kaist/MR_night"] == 40.5
+    assert cells[1].status == "failed" and "no 'kaist/MR_night'" in cells[1].error
+    table = markdown_table(cells, ["s"], ["1x", "2x"], metrics).splitlines()
+    assert table[0] == (
+        "| init | 1x kaist/MR_all | 1x kaist/MR_day | 1x kaist/MR_night | 2x kaist/MR_all | 2x kaist/MR_day "
+        "| 2x kaist/MR_night |"
+    )
+    assert table[2] == "| s | 30.00 | 25.00 | 40.50 | - | - | - |"
+    paths = write_results(cells, ["s"], ["1x", "2x"], metrics, str(tmp_path))
+    with open(paths["csv"]) as f:
+        assert list(csv.reader(f))[1] == ["s", "30.0", "25.0", "40.5", "", "", ""]
+    with open(paths["json"]) as f:
+        assert json.load(f)["metrics"] == metrics
+
+
+def test_study_file_dry_run_lists_every_job(tmp_path, capsys):
+    study = tmp_path / "study.yaml"
+    study.write_text(
+        yaml.safe_dump(
+            {
+                "config_file": str(DEMO_CONFIG),
+                "schedules": ["1x"],
+                "metrics": ["bbox/AP", "bbox/AP50"],
+                "opts": TOY_OPTS,
+                "stages": {"box": {"config_file": str(BOX_PRETRAIN), "weights": "scratch"}},
+                "inits": {"box": {"weights": "stage:box", "config_file": str(BOX_FINETUNE)}},
+            }
+        )
+    )
+    out = tmp_path / "out"
+    assert main(["--study", str(study), "--init", "scratch=scratch", "--output-dir", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    names = [line.split(":")[0] for line in printed if not line.startswith(" ")]
+    assert names == ["pretrain_box", "convert_box_to_init_box", "box_1x", "scratch_1x"]
+    assert printed[0] == "pretrain_box: new, MAX_ITER 60 x 4 images, BASE_LR 0.02"
+    assert f"convert_pretrained.py {out}/pretrain/box/model_final.pth {out}/weights/init_box.pth" in printed[3]
+    assert not out.exists() or not any(out.iterdir())  # a dry run writes nothing
+    assert main(["--study", str(study), "--output-dir", str(out), "--launcher", "slurm", "--dry-run"]) == 2
+    assert "needs the cluster's time limit" in capsys.readouterr().err

@@ -6,9 +6,10 @@ import pytest
 import torch
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
+from PIL import Image
 
 from detpre.data.dataset_mappers import MAPPER_REGISTRY
-from detpre.data.dataset_mappers.two_view_mapper import TwoViewDatasetMapper
+from detpre.data.dataset_mappers.two_view_mapper import PHOTOMETRIC_RECIPES, AlignDetPhotometric, TwoViewDatasetMapper
 
 # Distinct BGR colours of the proposals painted into the test image.
 COLORS = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255)]
@@ -54,7 +55,7 @@ def _center_pixels(image: torch.Tensor, boxes: torch.Tensor) -> np.ndarray:
 
 
 def test_each_view_carries_every_proposal_where_the_image_shows_it(cfg, record):
-    mapper = _mapper(cfg, **{"TWO_VIEW.PHOTOMETRIC": False})
+    mapper = _mapper(cfg, **{"TWO_VIEW.PHOTOMETRIC": "none"})
     sizes, flips = set(), set()
     for seed in range(8):
         np.random.seed(seed)
@@ -86,7 +87,7 @@ class _FixedCrop(T.Augmentation):
 
 
 def test_proposals_mostly_outside_a_view_are_dropped_from_it_only(record):
-    mapper = TwoViewDatasetMapper(augmentations=[_FixedCrop()], photometric=False, min_visible_fraction=0.5)
+    mapper = TwoViewDatasetMapper(augmentations=[_FixedCrop()], photometric="none", min_visible_fraction=0.5)
     views = mapper(dict(record))["views"]
     for view in views:
         instances = view["instances"]
@@ -114,29 +115,29 @@ def test_crop_from_config_keeps_identities(cfg, record):
             assert set(ids.tolist()) <= {0, 1, 2, 3}
 
 
-def test_strong_photometric_changes_pixels_not_geometry(cfg, record):
-    plain = _mapper(cfg, **{"TWO_VIEW.PHOTOMETRIC": False})
-    strong = _mapper(cfg, **{"TWO_VIEW.PHOTOMETRIC": True})
+@pytest.mark.parametrize("recipe", ["aligndet", "byol"])
+def test_photometric_recipes_change_pixels_not_geometry(record, recipe):
+    geometry = [T.ResizeShortestEdge(90, 400)]
+    plain = TwoViewDatasetMapper(augmentations=geometry, photometric="none")
+    augmented = TwoViewDatasetMapper(augmentations=geometry, photometric=recipe)
     changed = 0
     for seed in range(6):
         np.random.seed(seed)
         torch.manual_seed(seed)
         a = plain(dict(record))["views"]
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        b = strong(dict(record))["views"]
+        b = augmented(dict(record))["views"]
         for va, vb in zip(a, b):
             assert va["image"].shape == vb["image"].shape and vb["image"].dtype == torch.uint8
             assert torch.equal(va["instances"].gt_boxes.tensor, vb["instances"].gt_boxes.tensor)
             changed += int(not torch.equal(va["image"], vb["image"]))
-    assert changed >= 6
+    assert changed >= 6  # of 12 views (AlignDet's Identity leaves 1 in 9 as they are)
 
 
 def test_multispectral_views_share_geometry_across_modalities(cfg, record):
     cfg.INPUT.FORMAT = "BGRT"
     cfg.MODEL.PIXEL_MEAN = [0.0] * 4
     cfg.MODEL.PIXEL_STD = [1.0] * 4
-    mapper = _mapper(cfg, **{"TWO_VIEW.PHOTOMETRIC": False})
+    mapper = _mapper(cfg, **{"TWO_VIEW.PHOTOMETRIC": "none"})
     for seed in range(4):
         np.random.seed(seed)
         for view in mapper(dict(record))["views"]:
@@ -147,7 +148,7 @@ def test_multispectral_views_share_geometry_across_modalities(cfg, record):
     # With photometric augmentation on, a thermal-only format is still one repeated plane.
     cfg.INPUT.FORMAT = "TTT"
     cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD = [0.0] * 3, [1.0] * 3
-    image = _mapper(cfg, **{"TWO_VIEW.PHOTOMETRIC": True})(dict(record))["views"][0]["image"]
+    image = _mapper(cfg, **{"TWO_VIEW.PHOTOMETRIC": "byol"})(dict(record))["views"][0]["image"]
     assert image.shape[0] == 3 and torch.equal(image[0], image[2])
 
 
@@ -164,3 +165,74 @@ def test_bad_inputs_are_named(cfg, record):
     mapper = TwoViewDatasetMapper(augmentations=[], image_format="BGRT")
     with pytest.raises(KeyError, match="lwir_file_name"):
         mapper({k: v for k, v in record.items() if k != "lwir_file_name"})
+
+
+# The nine operations of AlignDet's OneOf (configs/_base_/datasets/coco_soft-teacher.py).
+ALIGNDET_OPS = (
+    "Identity",
+    "AutoContrast",
+    "Equalize",
+    "Solarize",
+    "Color",
+    "Contrast",
+    "Brightness",
+    "Sharpness",
+    "Posterize",
+)
+
+
+def test_the_default_photometric_augmentation_is_aligndets(cfg):
+    assert cfg.INPUT.TWO_VIEW.PHOTOMETRIC == "aligndet"
+    mapper = _mapper(cfg)
+    assert isinstance(mapper.visible_photometric, AlignDetPhotometric)
+    assert tuple(AlignDetPhotometric.OPS) == ALIGNDET_OPS
+    assert sorted(PHOTOMETRIC_RECIPES) == ["aligndet", "byol", "none"]
+    with pytest.raises(ValueError, match="PHOTOMETRIC 'strong'"):
+        TwoViewDatasetMapper(augmentations=[], photometric="strong")
+
+
+def test_each_view_gets_exactly_one_photometric_operation(cfg, record, monkeypatch):
+    applied = []
+
+    def counted(name, op):
+        def apply(image, m):
+            applied.append((name, m))
+            return op(image, m)
+
+        return apply
+
+    counting = {name: counted(name, op) for name, op in AlignDetPhotometric.OPS.items()}
+    monkeypatch.setattr(AlignDetPhotometric, "OPS", counting)
+    mapper = _mapper(cfg)
+    for seed in range(60):
+        np.random.seed(seed)
+        mapper(dict(record))
+    assert len(applied) == 2 * 60  # one operation per view, two views per image
+    names = {name for name, _ in applied}
+    assert names == set(ALIGNDET_OPS)  # uniform over the nine: all drawn in 120 views
+    assert {m for _, m in applied} == set(range(1, 10))  # magnitude 1-9
+
+
+def test_aligndet_magnitudes():
+    ops = AlignDetPhotometric()
+    ramp = Image.fromarray(np.arange(256, dtype=np.uint8).reshape(16, 16), "L")
+    thresholds = []
+    for m in range(1, 10):
+        out = np.asarray(ops.apply(ramp, "Solarize", m)).ravel()
+        thresholds.append(int(np.flatnonzero(out != np.arange(256))[0]))  # first inverted value
+    assert thresholds == [25, 51, 76, 102, 128, 153, 179, 204, 230]
+    bits = [int(np.log2(len(np.unique(np.asarray(ops.apply(ramp, "Posterize", m)))))) for m in range(1, 10)]
+    assert bits == [4, 4, 3, 3, 2, 2, 2, 1, 1]
+    grey = Image.fromarray(np.full((4, 4), 100, np.uint8), "L")
+    brightness = [int(np.asarray(ops.apply(grey, "Brightness", m))[0, 0]) for m in (1, 5, 9)]
+    assert brightness == [28, 100, 172]  # 100 x (m * 1.8 / 10 + 0.1): 0.28, 1.0, 1.72
+    assert ops.apply(grey, "Identity", 9) is grey
+
+
+def test_max_proposals_keeps_the_first_ones_in_both_views(record):
+    mapper = TwoViewDatasetMapper(augmentations=[], photometric="none", max_proposals=2)
+    for view in mapper(dict(record))["views"]:
+        assert view["instances"].gt_ids.tolist() == [0, 1]
+        np.testing.assert_allclose(view["instances"].gt_boxes.tensor.numpy(), BOXES[:2])
+    with pytest.raises(ValueError, match="MAX_PROPOSALS"):
+        TwoViewDatasetMapper(augmentations=[], max_proposals=-1)

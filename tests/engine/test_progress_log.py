@@ -1,10 +1,9 @@
 """Training progress reaches the log by time as well as by iteration count (LOG_PERIOD, LOG_SECONDS)."""
 
-import json
-
 import pytest
 
 from detpre.engine.train_net import main
+from detpre.utils.metrics import read_metrics
 
 from conftest import DEMO_CONFIG, TINY_DEMO_OPTS
 
@@ -35,12 +34,10 @@ def logged_iterations(tmp_path, *opts):
         *opts,
     ]
     assert main(argv) == 0
-    with open(tmp_path / "metrics.json") as f:
-        return [json.loads(line)["iteration"] for line in f]
+    return [r["iteration"] for r in read_metrics(str(tmp_path))]
 
 
-def test_the_first_step_and_every_interval_are_written(tmp_path, demo_env, monkeypatch):
-    monkeypatch.setenv("DETPRE_DEMO_ROOT", demo_env["DETPRE_DEMO_ROOT"])
+def test_the_first_step_and_every_interval_are_written(tmp_path, demo_env):
     # By iteration count only: the first step, then every LOG_PERIOD, and the last.
     assert logged_iterations(tmp_path / "count", "LOG_PERIOD", "2", "LOG_SECONDS", "0.0") == [0, 1, 3, 4]
     # By time: any interval longer than LOG_SECONDS since the last write writes again.

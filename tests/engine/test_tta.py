@@ -15,7 +15,7 @@ from detpre.engine.defaults import detpre_argument_parser
 from detpre.engine.train_net import run
 from detpre.engine.trainer import DetpreTrainer
 from detpre.engine.tta import ChannelwiseDatasetMapperTTA, build_tta_model, check_tta_supported
-from detpre.utils.curves import metric_series
+from detpre.utils.metrics import metric_series
 
 from conftest import DEMO_CONFIG, REPO, TINY_DEMO_OPTS
 
@@ -24,7 +24,7 @@ TTA_OPTS = ["TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(96, 128)", "TEST
 
 
 @pytest.mark.slow
-def test_tta_is_evaluated_periodically_and_in_eval_only_under_its_own_name(demo_env, tmp_path, monkeypatch):
+def test_tta_is_evaluated_periodically_and_in_eval_only_under_its_own_name(demo_env, tmp_path):
     out = tmp_path / "run"
     train = subprocess.run(
         [
@@ -62,7 +62,6 @@ def test_tta_is_evaluated_periodically_and_in_eval_only_under_its_own_name(demo_
     assert (out / "inference_TTA" / VAL / "coco_instances_results.json").is_file()
 
     # --eval-only of the final weights, in channels-last memory this time.
-    monkeypatch.setenv("DETPRE_DEMO_ROOT", demo_env["DETPRE_DEMO_ROOT"])
     args = [
         "--config-file",
         str(DEMO_CONFIG),

@@ -563,18 +563,20 @@ def test_vectorised_matching_equals_the_literal_toolbox_loop(tmp_path, seed):
 
 
 def test_plot_shows_a_full_miss_inside_the_frame_and_reads_in_percent(tmp_path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    from kaisteval.figures import PALETTE, new_figure
     from kaisteval.plot import draw_miss_rate_curves
 
     frames = {DAY[0]: [obj("person", *PERSON)], DAY[1]: [obj("person", *PERSON)]}
     half = run(tmp_path / "half", frames, [(0, PERSON, 0.9)])["Reasonable-all"]
     nothing = run(tmp_path / "none", frames, [(0, (300, 100, 40, 100), 0.9)])["Reasonable-all"]
-    fig, ax = plt.subplots()
+    fig = new_figure(6, 5)
+    ax = fig.subplots()
     draw_miss_rate_curves(ax, [("none", nothing), ("half", half)])
+    # The figure policy's colours, best MR first, and the legend in the corner no curve runs through.
+    assert [line.get_color() for line in ax.get_lines()] == list(PALETTE[:2])
+    fig.canvas.draw()
+    legend, frame = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x1 < frame.x0 + frame.width / 2 and legend.y1 < frame.y0 + frame.height / 2
     # A detector that misses everyone is a line at 100%, below the top of the axes.
     top = ax.get_ylim()[1]
     assert nothing.miss.max() == 1.0 and top > 1.0
@@ -586,4 +588,3 @@ def test_plot_shows_a_full_miss_inside_the_frame_and_reads_in_percent(tmp_path):
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["50.00% half", "100.00% none"]
     ticks = [t.get_text() for t in ax.get_yticklabels()]
     assert "50%" in ticks and "100%" in ticks and ax.get_yticks()[ticks.index("50%")] == 0.5
-    plt.close(fig)

@@ -14,9 +14,9 @@ from detectron2.utils.events import EventStorage
 
 from detpre import add_detpre_config
 from detpre.modeling.meta_arch import BoxDomainPretrainer
-from detpre.modeling.meta_arch.box_domain_heads import is_untrained
+from detpre.modeling.meta_arch.box_domain_heads import BACKGROUND_ID, BoxSampler, is_untrained
 from detpre.modeling.meta_arch.box_domain_pretrainer import cosine_momentum
-from detpre.modeling.meta_arch.box_domain_weights import box_domain_to_detector
+from detpre.modeling.meta_arch.box_domain_weights import FINAL_LAYER, box_domain_to_detector, is_final_regression
 
 from conftest import REPO, load_tool
 
@@ -290,7 +290,7 @@ SMALL = [
     "20",
     "MODEL.RPN.POST_NMS_TOPK_TEST",
     "20",
-    "MODEL.BOX_DOMAIN.MAX_POSITIVES_PER_IMAGE",
+    "MODEL.BOX_DOMAIN.SAMPLES_PER_IMAGE",
     "16",
 ]
 
@@ -338,11 +338,16 @@ def test_aligndet_configs_pretrain_convert_and_load(pretrain, finetune):
     weights, report = box_domain_to_detector(model.state_dict(), ft.state_dict())
     incompatible = ft.load_state_dict(weights, strict=False)
     assert not incompatible.unexpected_keys
-    assert set(incompatible.missing_keys) == set(report.reinitialized)
+    # BN step counters are not weights (the report leaves them out).
+    missing = {k for k in incompatible.missing_keys if not k.endswith("num_batches_tracked")}
+    assert missing == set(report.reinitialized)
+    assert not report.mismatched, report.mismatched
     assert any(k.endswith("cls_score.weight") for k in report.reinitialized)
-    # Everything pre-training trained outside the classifiers carries over.
+    # Everything pre-training trained outside the classifiers and last regression layers carries over.
     trained_heads = [k for k in report.kept if "fpn_" in k or "proposal_generator" in k or "head." in k]
     assert trained_heads
+    if pretrain.startswith("pretrain/") and "retinanet" not in pretrain and "cascade" not in pretrain:
+        assert "roi_heads.box_head.conv4.weight" in report.kept  # the 4conv1fc head exists and carries over
     # AlignDet's fine-tuning recipe: 1.5x the plain detector's LR, half its weight decay.
     plain = get_cfg()
     add_detpre_config(plain)
@@ -388,3 +393,158 @@ def test_convert_pretrained_refuses_another_model_and_names_bad_files(tmp_path, 
         err = capsys.readouterr().err
         assert err.startswith(f"error: {tmp_path / name}") or f"Checkpoint {tmp_path / name}" in err, err
         assert not other.exists()
+
+
+def test_box_sampler_follows_mmdets_random_sampler():
+    labels = torch.tensor([1] * 10 + [0] * 50 + [-1] * 5)
+    torch.manual_seed(0)
+    pos, bg = BoxSampler(8, 1.0, False)(labels)
+    assert len(pos) == 8 and len(bg) == 0 and (labels[pos] == 1).all()
+    pos, bg = BoxSampler(20, 0.25, True)(labels)  # HTC: 512 at 25%
+    assert (len(pos), len(bg)) == (5, 15) and (labels[bg] == 0).all()
+    pos, bg = BoxSampler(4096, 1.0, True)(labels)  # all positives, background fills the rest
+    assert (len(pos), len(bg)) == (10, 50)
+    assert len(set(pos.tolist())) == 10
+    with pytest.raises(ValueError, match="POSITIVE_FRACTION"):
+        BoxSampler(16, 0.0)
+
+
+def test_retinanet_background_anchors_are_sampled_as_negatives(cfg):
+    torch.manual_seed(0)
+    tiny_cfg(cfg, "RetinaNet")
+    cfg.MODEL.BOX_DOMAIN.SAMPLES_PER_IMAGE = 64
+    cfg.MODEL.BOX_DOMAIN.BACKGROUND_NEGATIVES = True
+    model = build_model(cfg)
+    batch = fake_batch()
+    targets, _ = model._targets(batch)
+    embeddings, losses = model.head(model.online, [x["views"][0] for x in batch], targets, True)
+    ids = embeddings[0].ids
+    positives = int((ids != BACKGROUND_ID).sum())
+    assert 0 < positives < len(ids) == 2 * 64  # positives first, background up to 64 an image
+    with EventStorage() as storage:
+        losses = train_step(model, _optimizer(model), batch)
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert storage.latest()["box_domain/background_per_image"][0] > 0
+
+
+def test_cascade_stage_weights_and_refinement(cfg, monkeypatch):
+    tiny_cfg(cfg, roi_heads="CascadeROIHeads")
+    losses = {}
+    for weights in ((1.0, 1.0, 1.0), (1.0, 0.5, 0.25)):
+        cfg.MODEL.BOX_DOMAIN.STAGE_WEIGHTS = weights
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        torch.manual_seed(1)
+        with EventStorage():
+            losses[weights] = model(fake_batch())
+    even, official = losses[(1.0, 1.0, 1.0)], losses[(1.0, 0.5, 0.25)]
+    for k, w in enumerate((1.0, 0.5, 0.25)):
+        for kind in ("reg", "contrast"):
+            key = f"loss_box_{kind}_stage{k}"
+            assert official[key].item() == pytest.approx(w * even[key].item(), rel=1e-5), key
+    assert official["loss_rpn_cls"].item() == pytest.approx(even["loss_rpn_cls"].item())  # once, unweighted
+
+    # AlignDet's HTC (interleaved=True) assigns every stage the same boxes; Detectron2's cascade refines.
+    for refine in (False, True):
+        cfg.MODEL.BOX_DOMAIN.REFINE_CASCADE_STAGES = refine
+        model = build_model(cfg)
+        seen = []
+
+        def recording(boxes, targets, matcher, real=model.head._assign, seen=seen):
+            seen.append(boxes[0].tensor.clone())
+            return real(boxes, targets, matcher)
+
+        monkeypatch.setattr(model.head, "_assign", recording)
+        with EventStorage():
+            model(fake_batch())
+        same = all(s.shape == seen[0].shape and torch.equal(s, seen[0]) for s in seen[:3])
+        assert same != refine
+    with pytest.raises(ValueError, match="STAGE_WEIGHTS"):
+        cfg.MODEL.BOX_DOMAIN.STAGE_WEIGHTS = (1.0, 0.5)
+        build_model(cfg)
+
+
+@pytest.mark.parametrize(
+    "detector, roi_heads",
+    [
+        ("GeneralizedRCNN", "StandardROIHeads"),
+        ("GeneralizedRCNN", "CascadeROIHeads"),
+        ("RetinaNet", "StandardROIHeads"),
+    ],
+)
+def test_conversion_leaves_out_the_final_regression_layers_unless_keep_heads(cfg, detector, roi_heads):
+    """AlignDet's extract_detector_weights.py drops fc_cls / fc_reg / retina_cls / retina_reg."""
+    torch.manual_seed(0)
+    state = build_model(tiny_cfg(cfg, detector, roi_heads)).state_dict()
+    final = {
+        k[len("online.") :]
+        for k in state
+        if k.startswith("online.") and k.endswith(("bbox_pred.weight", "bbox_pred.bias"))
+    }
+    assert final and all(is_final_regression(k) for k in final)
+    stages = 3 if detector == "GeneralizedRCNN" and roi_heads == "CascadeROIHeads" else 1
+    assert len(final) == 2 * stages  # weight and bias of every stage
+    weights, report = box_domain_to_detector(state)
+    assert not final & set(weights) and all(report.reinitialized[k] == FINAL_LAYER for k in final)
+    kept, kept_report = box_domain_to_detector(state, keep_heads=True)
+    assert set(kept) - set(weights) == final
+    assert not any(why == FINAL_LAYER for why in kept_report.reinitialized.values())
+    rpn = [k for k in weights if k.startswith("proposal_generator.")]
+    assert detector == "RetinaNet" or any("anchor_deltas" in k for k in rpn)  # the whole RPN is kept
+
+
+def _resolved(path):
+    c = get_cfg()
+    add_detpre_config(c)
+    c.merge_from_file(str(CONFIGS / path))
+    return c
+
+
+R_CNN = ("faster_rcnn_R_50_FPN", "mask_rcnn_R_50_FPN")
+
+
+@pytest.mark.parametrize("name", R_CNN)
+def test_aligndet_rcnn_configs_resolve_to_the_official_model_and_samplers(name):
+    pre, ft = _resolved(f"pretrain/{name}.yaml"), _resolved(f"finetune/{name}_1x.yaml")
+    # selfsup_mask_rcnn_r50_fpn.py: RPN RandomSampler(4096, 1.0), RoI RandomSampler(4096, 1, neg_pos_ub=0).
+    assert (pre.MODEL.RPN.BATCH_SIZE_PER_IMAGE, pre.MODEL.RPN.POSITIVE_FRACTION) == (4096, 1.0)
+    box = pre.MODEL.BOX_DOMAIN
+    assert (box.SAMPLES_PER_IMAGE, box.POSITIVE_FRACTION, box.BACKGROUND_NEGATIVES) == (4096, 1.0, False)
+    assert (box.TEMPERATURE, box.BASE_MOMENTUM, box.END_MOMENTUM, box.EMBED_DIM) == (0.5, 0.996, 1.0, 256)
+    assert box.FREEZE_BACKBONE and (pre.MODEL.RESNETS.NORM, pre.MODEL.FPN.NORM) == ("FrozenBN", "")
+    assert pre.INPUT.TWO_VIEW.PHOTOMETRIC == "aligndet" and pre.INPUT.TWO_VIEW.MAX_PROPOSALS == 0
+    assert pre.INPUT.MIN_SIZE_TRAIN == (640, 672, 704, 736, 768, 800) and pre.INPUT.MAX_SIZE_TRAIN == 1333
+    assert pre.INPUT.MIN_SIZE_TRAIN_SAMPLING == "choice" and pre.INPUT.RANDOM_FLIP == "horizontal"
+    assert pre.SOLVER.BASE_LR == 0.02 and pre.SOLVER.IMS_PER_BATCH == 16
+    # Shared4Conv1FCBBoxHead in both stages; SyncBN in backbone and FPN for fine-tuning.
+    for c in (pre, ft):
+        head = c.MODEL.ROI_BOX_HEAD
+        assert (head.NAME, head.NUM_CONV, head.CONV_DIM, head.NUM_FC, head.FC_DIM, head.NORM) == (
+            "FastRCNNConvFCHead",
+            4,
+            256,
+            1,
+            1024,
+            "",
+        )
+    assert (ft.MODEL.RESNETS.NORM, ft.MODEL.FPN.NORM) == ("SyncBN", "SyncBN")
+    assert (ft.SOLVER.BASE_LR, ft.SOLVER.WEIGHT_DECAY) == (0.03, 0.00005)
+
+
+def test_aligndet_retinanet_and_cascade_configs_resolve_to_the_official_samplers():
+    retina, retina_ft = _resolved("pretrain/retinanet_R_50_FPN.yaml"), _resolved("finetune/retinanet_R_50_FPN_1x.yaml")
+    box = retina.MODEL.BOX_DOMAIN
+    # selfsup_retinanet_r50_fpn.py: RandomSampler(2048, 1.0, neg_pos_ub=-1); SelectTopKProposals(50).
+    assert (box.SAMPLES_PER_IMAGE, box.POSITIVE_FRACTION, box.BACKGROUND_NEGATIVES) == (2048, 1.0, True)
+    assert retina.INPUT.TWO_VIEW.MAX_PROPOSALS == 50 and retina.INPUT.TWO_VIEW.PHOTOMETRIC == "aligndet"
+    assert (retina.MODEL.RESNETS.NORM, retina.MODEL.FPN.NORM) == ("FrozenBN", "")
+    assert (retina_ft.MODEL.RESNETS.NORM, retina_ft.MODEL.FPN.NORM) == ("SyncBN", "SyncBN")
+    assert (retina.SOLVER.BASE_LR, retina_ft.SOLVER.BASE_LR, retina_ft.SOLVER.WEIGHT_DECAY) == (0.01, 0.015, 0.00005)
+    # htc.py: stage weights 1 / 0.5 / 0.25, no refinement (interleaved), RoI 512 at 0.25, RPN 256 at 0.5, 2fc.
+    cascade = _resolved("pretrain/cascade_mask_rcnn_R_50_FPN.yaml")
+    box = cascade.MODEL.BOX_DOMAIN
+    assert tuple(box.STAGE_WEIGHTS) == (1.0, 0.5, 0.25) and not box.REFINE_CASCADE_STAGES
+    assert (box.SAMPLES_PER_IMAGE, box.POSITIVE_FRACTION, box.BACKGROUND_NEGATIVES) == (512, 0.25, True)
+    assert (cascade.MODEL.RPN.BATCH_SIZE_PER_IMAGE, cascade.MODEL.RPN.POSITIVE_FRACTION) == (256, 0.5)
+    for c in (cascade, _resolved("finetune/cascade_mask_rcnn_R_50_FPN_1x.yaml")):
+        assert (c.MODEL.ROI_BOX_HEAD.NUM_CONV, c.MODEL.ROI_BOX_HEAD.NUM_FC) == (0, 2)

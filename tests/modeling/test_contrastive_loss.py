@@ -91,3 +91,22 @@ def test_embedding_spread_detects_collapse():
     assert spread.item() == pytest.approx(1.0, abs=0.05)
     collapsed = torch.ones(100, 64) + 1e-4 * torch.randn(100, 64, generator=g)
     assert embedding_spread(collapsed).item() < 0.01
+
+
+def test_background_embeddings_are_negatives_only():
+    """Sampled background boxes (identity < 0, AlignDet's RetinaNet / HTC samplers): never a
+    positive, not even of each other across the views, always a negative of every query."""
+    g = torch.Generator().manual_seed(0)
+    query, key = torch.randn(6, 8, generator=g), torch.randn(5, 8, generator=g)
+    query_ids = torch.tensor([0, 0, 1, -1, -1, 2])
+    key_ids = torch.tensor([0, 1, -1, -1, 3])
+    loss, stats = box_contrastive_loss(query, query_ids, key, key_ids, 0.5)
+    assert stats["num_identities"].item() == 2 and stats["num_pairs"].item() == 3  # ids 0 (2 x 1) and 1
+    # The reference with background as identities no query shares (each view its own).
+    distinct = torch.where(key_ids < 0, torch.tensor(-2), key_ids)
+    reference = _reference(query, query_ids, key, distinct, 0.5)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
+    # Without the background the loss changes: they were negatives.
+    kept_q, kept_k = query_ids >= 0, key_ids >= 0
+    without, _ = box_contrastive_loss(query[kept_q], query_ids[kept_q], key[kept_k], key_ids[kept_k], 0.5)
+    assert without.item() < loss.item()

@@ -21,6 +21,7 @@ from detpre.modeling.meta_arch import ImageDomainPretrainer
 from detpre.modeling.meta_arch.image_domain_contrast import KeyQueue, match_locations, queue_info_nce
 from detpre.modeling.meta_arch.image_domain_pretrainer import per_process_batch_norms
 from detpre.modeling.meta_arch.image_domain_weights import image_domain_to_backbone
+from detpre.modeling.meta_arch.pretrained_weights import input_weights_key
 
 from conftest import REPO, load_tool
 
@@ -318,6 +319,25 @@ def test_convert_pretrained_writes_backbone_weights_for_fine_tuning_and_box_doma
     ssl_config = str(DEMO / "image_domain_mocov2_R18_FPN.yaml")
     assert main([str(checkpoint), str(tmp_path / "d.pth"), "--config-file", ssl_config]) == 2
     assert "pre-training config" in capsys.readouterr().err
+    assert main([str(checkpoint), str(tmp_path / "e.pth"), "--keep-heads"]) == 2  # a backbone has no heads
+    assert "--keep-heads" in capsys.readouterr().err and not (tmp_path / "e.pth").exists()
+
+
+@pytest.mark.parametrize(
+    "config, key",
+    [
+        ("image_domain_mocov2_R18_FPN.yaml", "MODEL.WEIGHTS"),
+        ("aligndet_pretrain_faster_rcnn_R18_FPN_mocov2.yaml", "MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS"),
+        ("faster_rcnn_R18_FPN_mocov2.yaml", "MODEL.WEIGHTS"),
+    ],
+)
+def test_each_stage_of_the_chain_takes_the_previous_ones_weights_through_its_key(config, key):
+    """The key the init study hands a converted stage's weights to: the box-domain stage's
+    wrapped detector takes the image-domain backbone, every other model MODEL.WEIGHTS."""
+    cfg = get_cfg()
+    add_detpre_config(cfg)
+    cfg.merge_from_file(str(DEMO / config))
+    assert input_weights_key(cfg) == key
 
 
 def test_box_domain_pretraining_takes_the_converted_backbone_as_its_image_domain_stage(tmp_path):

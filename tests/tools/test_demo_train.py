@@ -8,7 +8,7 @@ import sys
 import cv2
 import pytest
 
-from detpre.utils.curves import metric_series
+from detpre.utils.metrics import metric_series
 
 from conftest import REPO, TINY_DEMO_OPTS
 

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import cv2
 import pytest
+from matplotlib.text import Text
 
-from detpre.utils.curves import RunSpec, metric_series, read_ims_per_batch, read_metrics, run_curve
+from detpre.utils.curves import RunSpec, draw_curves, read_ims_per_batch, run_curve
+from detpre.utils.metrics import metric_series, read_metrics
+from kaisteval.figures import FINAL_VALUE_GID, PALETTE, finish, render_rgb
 
 from conftest import load_tool
 
@@ -122,26 +125,45 @@ def test_tool_plots_several_runs(tmp_path, capsys):
     scratch = write_run(tmp_path / "scratch", {99: 2.0, 199: 10.0, 299: 18.0}, ims_per_batch=8)
     pretrained = write_run(tmp_path / "pretrained", {49: 8.0, 99: 15.0}, ims_per_batch=16)
     output = tmp_path / "figs" / "curves.png"
-    assert (
-        main(
-            [
-                "--runs",
-                f"{scratch}:random init",
-                f"{pretrained}:ImageNet",
-                "--metric",
-                "bbox/AP",
-                "--x",
-                "images",
-                "--output",
-                str(output),
-            ]
-        )
-        == 0
-    )
+    runs = [f"{scratch}:random init", f"{pretrained}:ImageNet"]
+    assert main(["--runs", *runs, "--metric", "bbox/AP", "--x", "images", "--output", str(output)]) == 0
     assert capsys.readouterr().out.strip() == str(output)
-    image = cv2.imread(str(output))
-    assert image is not None and image.shape[0] > 100 and image.shape[1] > 100
-    assert image.std() > 10  # something was drawn
+    # The file is the figure draw_curves makes of these runs, which is what is checked below.
+    curves = [run_curve(RunSpec.parse(r), "bbox/AP", x_axis="images") for r in runs]
+    fig = finish(draw_curves(curves, xlabel="images seen", ylabel="bbox/AP", metric="bbox/AP"))
+    assert (cv2.imread(str(output))[:, :, ::-1] == render_rgb(fig)).all()
+
+    ax = fig.axes[0]
+    lines = ax.get_lines()
+    assert [list(line.get_xdata()) for line in lines] == [[800, 1600, 2400], [800, 1600]]
+    assert [line.get_color() for line in lines] == list(PALETTE[:2])  # one colour per run
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["random init", "ImageNet"]
+    assert ax.get_legend().get_window_extent().x0 > ax.get_window_extent().x1  # off the data
+    labels = [t for t in ax.texts if t.get_gid() == FINAL_VALUE_GID]
+    assert [(t.get_text(), t.get_color()) for t in labels] == [("18.0", PALETTE[0]), ("15.0", PALETTE[1])]
+    assert not Text.get_window_extent(labels[0]).overlaps(Text.get_window_extent(labels[1]))
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(t == int(t) for t in ticks)
+    assert all("." not in t.get_text() for t in ax.get_xticklabels())
+    assert ax.get_ylim()[0] == 0.0 and ax.get_ylim()[1] <= 100.0
+
+
+def test_percentages_stop_at_100_and_a_miss_rate_reads_lower_is_better(tmp_path):
+    run = tmp_path / "kaist"
+    run.mkdir()
+    records = [{"iteration": 9, "lr": 0.01}, {"iteration": 9, "kaist/MR_all": 100.0, "bbox/AP": 99.9}]
+    records += [{"iteration": 19, "lr": 0.01, "kaist/MR_all": 62.5, "bbox/AP": 100.0}]
+    (run / "metrics.json").write_text("".join(json.dumps(r) + "\n" for r in records))
+    mr = finish(draw_curves([run_curve(RunSpec(str(run), "r"), "kaist/MR_all")], ylabel="kaist/MR_all")).axes[0]
+    assert mr.get_ylim() == (0.0, 100.0) and mr.get_yscale() == "linear"
+    assert mr.get_ylabel() == "kaist/MR_all (lower is better)"
+    (line,) = mr.get_lines()
+    assert list(line.get_xdata()) == [10, 20] and not line.get_clip_on()  # the 100% point is drawn whole
+    ap = finish(draw_curves([run_curve(RunSpec(str(run), "r"), "bbox/AP")], ylabel="bbox/AP")).axes[0]
+    assert ap.get_ylim() == (0.0, 100.0) and ap.get_ylabel() == "bbox/AP"  # not 104
+    # A loss is not a percentage: its axis is matplotlib's, and its lines are clipped as usual.
+    loss = finish(draw_curves([run_curve(RunSpec(str(run), "r"), "lr")], ylabel="lr")).axes[0]
+    assert loss.get_lines()[0].get_clip_on()
 
 
 def test_tool_reports_missing_metric(tmp_path, capsys):
@@ -164,3 +186,27 @@ def test_script_runs_from_the_command_line(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert cv2.imread(str(output)) is not None
+
+
+def test_figures_never_use_pyplot_nor_switch_the_backend(tmp_path):
+    """A host program's matplotlib backend is its own: drawing and saving every kind of figure
+    neither imports pyplot nor calls matplotlib.use."""
+    code = f"""
+import sys, matplotlib
+def refuse(*args, **kwargs):
+    raise SystemExit("matplotlib.use was called")
+matplotlib.use = refuse
+from kaisteval.figures import new_figure, save_figure
+from detpre.utils.curves import Curve, plot_curves
+from detpre.analysis import plots
+import detpre.utils.kaist_visualizer
+import kaisteval.plot
+fig = new_figure(2, 2)
+fig.subplots().plot([0, 1], [0, 1])
+save_figure(fig, {str(tmp_path / "a.png")!r})
+plot_curves([Curve("a", [(1, 2.0), (2, 3.0)])], {str(tmp_path / "b.png")!r})
+assert "matplotlib.pyplot" not in sys.modules, "pyplot was imported"
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

@@ -3,23 +3,35 @@
 Box-domain pre-training (:class:`detpre.modeling.meta_arch.BoxDomainPretrainer`) contrasts
 the embedding of a box in one view with the embedding of the *same* box in another view of
 the image, so a view must carry every proposal with an identity that survives augmentation.
-Each view draws its own geometry (multi-scale resize, flip, optional crop: Detectron2's
-``INPUT.*`` augmentations, e.g. short side 640-800 as AlignDet) and its own strong
-photometric augmentation (colour jitter, grayscale, blur, solarize, autocontrast, equalize;
-BYOL's recipe, which AlignDet's RandAugment-style ops also sample from). A proposal that
-falls (mostly) out of a view is dropped from that view only; ``gt_ids`` keeps the index of
-every remaining box in the image's proposal list, so views can be matched box by box.
+Each view draws its own geometry (Detectron2's ``INPUT.*`` augmentations: AlignDet's
+``configs/_base_/datasets/coco_soft-teacher.py`` resizes each view to a short side drawn from
+640-800 (long side <= 1333) and flips it with probability 0.5; optional crop) and its own
+photometric augmentation, one of the recipes of :data:`PHOTOMETRIC_RECIPES`
+(``INPUT.TWO_VIEW.PHOTOMETRIC``):
 
-Proposals come from the dataset dicts (``proposal_boxes``, as Detectron2 loads a proposal
-file of ``tools/precompute_proposals.py`` with ``MODEL.LOAD_PROPOSALS``); annotations are
-ignored: pre-training is unsupervised. Multispectral inputs (KAIST, ``INPUT.FORMAT`` such as
-``BGRT``) work as in :class:`MultispectralDatasetMapper`: the geometry is drawn once per view
-and replayed on the thermal frame, photometric augmentation is drawn per modality.
+* ``aligndet`` (AlignDet's, the default): exactly *one* operation per view, drawn uniformly
+  from Identity, AutoContrast, Equalize, Solarize, Color, Contrast, Brightness, Sharpness and
+  Posterize, at a magnitude ``m`` drawn from 1-9 (:class:`AlignDetPhotometric`);
+* ``byol``: the BYOL / MoCo v2 chain (colour jitter, grayscale, blur, solarize, autocontrast,
+  equalize, each applied with its own probability: :func:`byol_photometric`), which detpre
+  used before; AlignDet's repository has it too (``coco_byol.py``) but no config uses it;
+* ``none``.
+
+A proposal that falls (mostly) out of a view is dropped from that view only; ``gt_ids``
+keeps the index of every remaining box in the image's proposal list, so views can be
+matched box by box. ``INPUT.TWO_VIEW.MAX_PROPOSALS`` keeps only the first proposals of the
+file (AlignDet's one-stage pre-training uses the first 50), the same ones in both views.
+
+Proposals come from the dataset dicts (``proposal_boxes``, as ``DATASETS.PROPOSAL_FILES_TRAIN``
+loads them with ``MODEL.LOAD_PROPOSALS``); annotations are ignored: pre-training is
+unsupervised. Multispectral inputs (KAIST, ``INPUT.FORMAT`` such as ``BGRT``) work as in
+:class:`MultispectralDatasetMapper`: the geometry is drawn once per view and replayed on the
+thermal frame, photometric augmentation is drawn per modality.
 """
 
 import logging
 import random
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -27,7 +39,7 @@ from detectron2.config import CfgNode, configurable
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import Boxes, BoxMode, Instances
-from PIL import Image, ImageFilter
+from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from torchvision import transforms as tvt
 
 from ..multispectral import LWIR, VISIBLE, MultispectralFormat, apply_geometry, read_frames, stack_channels
@@ -35,7 +47,7 @@ from .build import MAPPER_REGISTRY
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TwoViewDatasetMapper", "strong_photometric"]
+__all__ = ["PHOTOMETRIC_RECIPES", "AlignDetPhotometric", "TwoViewDatasetMapper", "byol_photometric"]
 
 
 class PILGaussianBlur:
@@ -55,7 +67,7 @@ class PILGaussianBlur:
         return f"{type(self).__name__}(sigma={self.sigma})"
 
 
-def strong_photometric(color: bool) -> Callable[[Image.Image], Image.Image]:
+def byol_photometric(color: bool) -> Callable[[Image.Image], Image.Image]:
     """BYOL-style photometric augmentation of a PIL image (RGB, or "L" for one channel).
 
     PIL images, not tensors: torchvision then runs its PIL kernels (C), and the hue jitter
@@ -76,6 +88,59 @@ def strong_photometric(color: bool) -> Callable[[Image.Image], Image.Image]:
     return tvt.Compose(ops)
 
 
+def _enhance(enhancer) -> Callable[[Image.Image, int], Image.Image]:
+    # AlignDet's factor: m * 1.8 / 10 + 0.1, i.e. 0.28 ... 1.72 (1 leaves the image as is).
+    return lambda image, m: enhancer(image).enhance(float(m) * 1.8 / 10 + 0.1)
+
+
+class AlignDetPhotometric:
+    """AlignDet's photometric augmentation of a view: one operation of :attr:`OPS`.
+
+    AlignDet (``AlignDet/datasets/pipelines/rand_aug.py``, ``OneOf`` of nine ``RandAug``
+    ops with ``magnitude=10, random_magnitude=True``) draws the operation uniformly and an
+    integer magnitude ``m = randint(1, 10)``, i.e. 1-9, which sets Solarize's threshold
+    ``min(int(m * 256 / 10), 255)`` (pixels at or above it are inverted), the enhancement
+    factor of Color / Contrast / Brightness / Sharpness (``m * 1.8 / 10 + 0.1``) and
+    Posterize's bits (``4 - int(m * 4 / 10)``); Identity, AutoContrast and Equalize have no
+    magnitude. NumPy's global RNG draws, as there (seeded per batch by detpre's loader).
+    On a single-channel (thermal) frame Color is the identity, as PIL defines it.
+    """
+
+    OPS: Dict[str, Callable[[Image.Image, int], Image.Image]] = {
+        "Identity": lambda image, m: image,
+        "AutoContrast": lambda image, m: ImageOps.autocontrast(image),
+        "Equalize": lambda image, m: ImageOps.equalize(image),
+        "Solarize": lambda image, m: ImageOps.solarize(image, min(int(m * 256 / 10), 255)),
+        "Color": _enhance(ImageEnhance.Color),
+        "Contrast": _enhance(ImageEnhance.Contrast),
+        "Brightness": _enhance(ImageEnhance.Brightness),
+        "Sharpness": _enhance(ImageEnhance.Sharpness),
+        "Posterize": lambda image, m: ImageOps.posterize(image, 4 - int(m * 4 / 10)),
+    }
+
+    def sample(self) -> Tuple[str, int]:
+        """The operation and magnitude of one view."""
+        name = list(self.OPS)[np.random.randint(len(self.OPS))]
+        return name, int(np.random.randint(1, 10))
+
+    def apply(self, image: Image.Image, name: str, magnitude: int) -> Image.Image:
+        return self.OPS[name](image, magnitude)
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        return self.apply(image, *self.sample())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(one of {list(self.OPS)}, magnitude 1-9)"
+
+
+#: ``INPUT.TWO_VIEW.PHOTOMETRIC`` -> (visible frame's augmentation, thermal frame's), or None.
+PHOTOMETRIC_RECIPES: Dict[str, Callable[[], Optional[Tuple[Callable, Callable]]]] = {
+    "aligndet": lambda: (AlignDetPhotometric(), AlignDetPhotometric()),
+    "byol": lambda: (byol_photometric(color=True), byol_photometric(color=False)),
+    "none": lambda: None,
+}
+
+
 @MAPPER_REGISTRY.register()
 class TwoViewDatasetMapper:
     """Map a dataset dict with ``proposal_boxes`` to ``{"views": [view, view], ...}``.
@@ -92,16 +157,18 @@ class TwoViewDatasetMapper:
         *,
         augmentations: List[T.Augmentation],
         image_format: str = "BGR",
-        photometric: bool = True,
+        photometric: str = "aligndet",
         min_visible_fraction: float = 0.5,
+        max_proposals: int = 0,
     ):
         """
         Args:
             augmentations: geometric augmentations, drawn independently for each view.
             image_format: ``BGR``/``RGB`` or a multispectral format (``BGRT``, ``TTT``, ...).
-            photometric: apply :func:`strong_photometric` to each view.
+            photometric: a recipe of :data:`PHOTOMETRIC_RECIPES`, drawn per view and frame.
             min_visible_fraction: a proposal is dropped from a view when less than this
                 fraction of its area is left inside the (cropped) view.
+            max_proposals: use only the first this many proposals of an image (0: all).
         """
         if not is_train:
             raise ValueError(
@@ -110,16 +177,22 @@ class TwoViewDatasetMapper:
             )
         if not 0.0 < min_visible_fraction <= 1.0:
             raise ValueError(f"INPUT.TWO_VIEW.MIN_VISIBLE_FRACTION must be in (0, 1], got {min_visible_fraction}.")
+        if photometric not in PHOTOMETRIC_RECIPES:
+            raise ValueError(f"INPUT.TWO_VIEW.PHOTOMETRIC {photometric!r} is not one of {sorted(PHOTOMETRIC_RECIPES)}.")
+        if max_proposals < 0:
+            raise ValueError(f"INPUT.TWO_VIEW.MAX_PROPOSALS must be >= 0 (0: all), got {max_proposals}.")
         self.augmentations = T.AugmentationList(augmentations)
         self.format = MultispectralFormat.parse(image_format)
         self.min_visible_fraction = min_visible_fraction
-        self.visible_photometric = strong_photometric(color=True) if photometric else None
-        self.thermal_photometric = strong_photometric(color=False) if photometric else None
+        self.max_proposals = max_proposals
+        recipe = PHOTOMETRIC_RECIPES[photometric]()
+        self.visible_photometric, self.thermal_photometric = recipe if recipe is not None else (None, None)
         logger.info(
-            "[TwoViewDatasetMapper] format %s; geometric per view: %s; strong photometric: %s",
+            "[TwoViewDatasetMapper] format %s; geometric per view: %s; photometric per view: %s; proposals: %s",
             image_format,
             augmentations,
             photometric,
+            max_proposals or "all",
         )
 
     @classmethod
@@ -135,6 +208,7 @@ class TwoViewDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "photometric": cfg.INPUT.TWO_VIEW.PHOTOMETRIC,
             "min_visible_fraction": cfg.INPUT.TWO_VIEW.MIN_VISIBLE_FRACTION,
+            "max_proposals": cfg.INPUT.TWO_VIEW.MAX_PROPOSALS,
         }
 
     def _photometric(self, frames: Dict[str, np.ndarray]) -> None:
@@ -180,6 +254,8 @@ class TwoViewDatasetMapper:
             dataset_dict.get("proposal_bbox_mode", BoxMode.XYXY_ABS),
             BoxMode.XYXY_ABS,
         )
+        if self.max_proposals:
+            boxes = boxes[: self.max_proposals]
         height, width = next(iter(frames.values())).shape[:2]
         return {
             "file_name": dataset_dict["file_name"],

@@ -11,7 +11,9 @@ identities (from every image of the batch), detached as in AlignDet so that only
 receives gradient. Embeddings are L2-normalised. Each identity's pairs are averaged, then
 identities are averaged, so a large object with many RoIs counts as much as a small one.
 Identities with no key (the proposal fell out of view 2, or no momentum RoI matched it)
-have no positive and are skipped.
+have no positive and are skipped. A negative identity marks a sampled *background* box
+(AlignDet's RetinaNet and HTC samplers): never a query's positive, always a negative of
+every query.
 """
 
 import math
@@ -34,7 +36,7 @@ def box_contrastive_loss(
 
     Args:
         query: Q x D online embeddings (receive gradient).
-        query_ids: Q proposal identities, unique across the images of the batch.
+        query_ids: Q proposal identities, unique across the images of the batch (< 0: background).
         key: K x D momentum embeddings (no gradient).
         key_ids: K identities, in the same numbering as ``query_ids``.
         temperature: the T above (AlignDet: 0.5).
@@ -49,7 +51,7 @@ def box_contrastive_loss(
     k = F.normalize(key.detach(), dim=1)
     sim_qk = q @ k.T / temperature  # Q x K
     sim_qq = q @ q.detach().T / temperature  # Q x Q, the other queries as (detached) negatives
-    positive = query_ids[:, None] == key_ids[None, :]
+    positive = (query_ids[:, None] == key_ids[None, :]) & (query_ids[:, None] >= 0)
     same_query_id = query_ids[:, None] == query_ids[None, :]
     negatives = torch.cat(
         [sim_qk.masked_fill(positive, -math.inf), sim_qq.masked_fill(same_query_id, -math.inf)], dim=1

@@ -9,14 +9,20 @@ detector loads for fine-tuning:
 
 * :class:`RCNNBoxDomainHead` (``GeneralizedRCNN`` with ``StandardROIHeads`` or
   ``CascadeROIHeads``): the RPN learns the proposals as class-agnostic objects with its own
-  losses; RoIs (RPN output + the proposals themselves) are assigned to proposals by the ROI
-  heads' own matcher (IoU >= 0.5; 0.5/0.6/0.7 per cascade stage), only positives are kept,
-  and per stage the box head's feature feeds (a) the box predictor's class-agnostic
-  regression to the assigned proposal and (b) a projection MLP replacing ``cls_score``.
-* :class:`RetinaNetBoxDomainHead`: anchors are assigned by RetinaNet's anchor matcher; the
-  box subnet regresses the assigned proposal, and the classification subnet's feature at
-  each positive anchor feeds a projection that replaces ``cls_score`` (one embedding per
-  anchor of a location, like ``cls_score`` has one logit vector per anchor).
+  losses and sampler (``MODEL.RPN.BATCH_SIZE_PER_IMAGE`` / ``POSITIVE_FRACTION``); RoIs (RPN
+  output + the proposals themselves) are assigned to proposals by the ROI heads' own matcher
+  (IoU >= 0.5; 0.5/0.6/0.7 per cascade stage) and sampled by :class:`BoxSampler`, and per
+  stage the box head's feature feeds (a) the box predictor's class-agnostic regression to
+  the assigned proposal and (b) a projection MLP replacing ``cls_score``.
+* :class:`RetinaNetBoxDomainHead`: anchors are assigned by RetinaNet's anchor matcher and
+  sampled by :class:`BoxSampler`; the box subnet regresses the assigned proposal, and the
+  classification subnet's feature at each sampled anchor feeds a projection that replaces
+  ``cls_score`` (one embedding per anchor of a location, like ``cls_score`` has one logit
+  vector per anchor).
+
+Sampled background boxes (``BoxSampler.background_negatives``) get the identity
+:data:`BACKGROUND_ID`: the contrastive loss uses them as negatives only, and they are never
+regressed (AlignDet's RetinaNet and HTC pre-training).
 
 A head holds only its projection MLPs; the detector is passed to :meth:`forward`, so the
 online and the momentum branch share the code with their own weights.
@@ -39,7 +45,9 @@ from fvcore.nn import giou_loss, smooth_l1_loss
 from torch import nn
 
 __all__ = [
+    "BACKGROUND_ID",
     "BoxEmbeddings",
+    "BoxSampler",
     "BoxDomainHead",
     "RCNNBoxDomainHead",
     "RetinaNetBoxDomainHead",
@@ -62,12 +70,16 @@ def is_untrained(name: str) -> bool:
     return any(p.search(name) for p in UNTRAINED_PARAMETERS)
 
 
+#: The identity of a sampled background box: a negative, never a positive (see the loss).
+BACKGROUND_ID = -1
+
+
 @dataclass
 class BoxEmbeddings:
     """Embeddings of the positive RoIs/anchors of a batch and their proposal identities."""
 
     embeddings: torch.Tensor  # P x D
-    ids: torch.Tensor  # P, unique across the images of the batch
+    ids: torch.Tensor  # P, unique across the images of the batch; BACKGROUND_ID for background
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -102,11 +114,40 @@ def _sample(indices: torch.Tensor, limit: int) -> torch.Tensor:
     return indices[torch.randperm(len(indices), device=indices.device)[:limit]]
 
 
+@dataclass(frozen=True)
+class BoxSampler:
+    """mmdet's ``RandomSampler(num, pos_fraction, neg_pos_ub=-1)`` over matcher labels (1
+    positive, 0 background, -1 ignored): up to ``int(samples_per_image * positive_fraction)``
+    random positives, then, with ``background_negatives``, random background boxes up to
+    ``samples_per_image`` in all. Without it no background is sampled (AlignDet's R-CNN:
+    ``neg_pos_ub=0``)."""
+
+    samples_per_image: int = 4096
+    positive_fraction: float = 1.0
+    background_negatives: bool = False
+
+    def __post_init__(self):
+        if self.samples_per_image < 1 or not 0.0 < self.positive_fraction <= 1.0:
+            raise ValueError(
+                f"MODEL.BOX_DOMAIN.SAMPLES_PER_IMAGE must be >= 1 and POSITIVE_FRACTION in (0, 1], got "
+                f"{self.samples_per_image} and {self.positive_fraction}."
+            )
+
+    def __call__(self, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Indices of the sampled positives and of the sampled background boxes."""
+        positive = _sample(torch.nonzero(labels == 1).squeeze(1), int(self.samples_per_image * self.positive_fraction))
+        if not self.background_negatives:
+            return positive, positive[:0]
+        background = _sample(torch.nonzero(labels == 0).squeeze(1), self.samples_per_image - len(positive))
+        return positive, background
+
+
 class BoxDomainHead(nn.Module):
     """Box embeddings (and, for the online branch, losses) of one family of detectors."""
 
-    #: Number of embedding stages (cascade stages; 1 otherwise).
+    #: Number of embedding stages (cascade stages; 1 otherwise), and each one's loss weight.
     num_stages: int = 1
+    stage_weights: Tuple[float, ...] = (1.0,)
 
     def forward(
         self, detector: nn.Module, views: List[Dict], targets: List[Instances], with_losses: bool
@@ -119,7 +160,8 @@ class BoxDomainHead(nn.Module):
                 the detector's device.
             with_losses: compute the detector's supervised losses (the online branch).
         Returns:
-            Per stage, the embeddings of positive boxes; and the losses (empty if not asked).
+            Per stage, the embeddings of the sampled boxes (positives, and background with
+            :data:`BACKGROUND_ID`); and the losses (empty if not asked), weighted per stage.
         """
         raise NotImplementedError
 
@@ -127,7 +169,15 @@ class BoxDomainHead(nn.Module):
 class RCNNBoxDomainHead(BoxDomainHead):
     """Box-domain pre-training of ``GeneralizedRCNN`` with standard or cascade ROI heads."""
 
-    def __init__(self, detector: GeneralizedRCNN, embed_dim: int, max_positives: int, regression_weight: float):
+    def __init__(
+        self,
+        detector: GeneralizedRCNN,
+        embed_dim: int,
+        sampler: BoxSampler,
+        regression_weight: float,
+        stage_weights: Sequence[float] = (1.0,),
+        refine_stages: bool = False,
+    ):
         super().__init__()
         roi_heads = detector.roi_heads
         if detector.proposal_generator is None:
@@ -149,8 +199,15 @@ class RCNNBoxDomainHead(BoxDomainHead):
                     f"(the box predictor has {predictor.bbox_pred.out_features} outputs)."
                 )
         self.num_stages = len(predictors)
-        self.max_positives = max_positives
+        if len(stage_weights) < self.num_stages:
+            raise ValueError(
+                f"MODEL.BOX_DOMAIN.STAGE_WEIGHTS {tuple(stage_weights)} has fewer weights than the "
+                f"{self.num_stages} stages of the ROI heads."
+            )
+        self.stage_weights = tuple(float(w) for w in stage_weights[: self.num_stages])
+        self.sampler = sampler
         self.regression_weight = regression_weight
+        self.refine_stages = refine_stages
         self.projectors = nn.ModuleList(projection_mlp(p.bbox_pred.in_features, embed_dim) for p in predictors)
 
     @staticmethod
@@ -162,16 +219,18 @@ class RCNNBoxDomainHead(BoxDomainHead):
 
     def _assign(
         self, boxes: List[Boxes], targets: List[Instances], matcher
-    ) -> Tuple[List[Boxes], List[Boxes], torch.Tensor]:
-        """Positive RoIs of each image, the proposal each is assigned to, and its identity."""
-        rois, assigned, ids = [], [], []
+    ) -> Tuple[List[Boxes], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sampled RoIs of each image (positives first, then background), whether each is a
+        positive, the proposal each positive is assigned to, and every RoI's identity."""
+        rois, positive_mask, assigned, ids = [], [], [], []
         for image_boxes, target in zip(boxes, targets):
             matched, labels = matcher(pairwise_iou(target.gt_boxes, image_boxes))
-            positive = _sample(torch.nonzero(labels == 1).squeeze(1), self.max_positives)
-            rois.append(image_boxes[positive])
-            assigned.append(target.gt_boxes[matched[positive]])
-            ids.append(target.gt_ids[matched[positive]])
-        return rois, assigned, torch.cat(ids)
+            positive, background = self.sampler(labels)
+            rois.append(Boxes.cat([image_boxes[positive], image_boxes[background]]))
+            positive_mask.append(torch.arange(len(positive) + len(background), device=labels.device) < len(positive))
+            assigned.append(target.gt_boxes.tensor[matched[positive]])
+            ids.append(torch.cat([target.gt_ids[matched[positive]], torch.full_like(background, BACKGROUND_ID)]))
+        return rois, torch.cat(positive_mask), torch.cat(assigned), torch.cat(ids)
 
     def forward(self, detector, views, targets, with_losses):
         images = detector.preprocess_image(views)
@@ -186,12 +245,13 @@ class RCNNBoxDomainHead(BoxDomainHead):
         outputs = []
         for stage, (box_head, predictor, matcher) in enumerate(self._stages(roi_heads)):
             suffix = f"_stage{stage}" if self.num_stages > 1 else ""
-            rois, assigned, ids = self._assign(boxes, targets, matcher)
+            rois, positive, assigned, ids = self._assign(boxes, targets, matcher)
             x = torch.flatten(box_head(roi_heads.box_pooler(box_features, rois)), start_dim=1)
             outputs.append(BoxEmbeddings(self.projectors[stage](x), ids))
             last = stage == self.num_stages - 1
-            if not with_losses and last:
-                break
+            refine = self.refine_stages and not last
+            if not (with_losses or refine):
+                continue
             deltas = predictor.bbox_pred(x)
             roi_tensor = torch.cat([r.tensor for r in rois])
             if with_losses:
@@ -199,13 +259,15 @@ class RCNNBoxDomainHead(BoxDomainHead):
                     predictor.box2box_transform,
                     predictor.box_reg_loss_type,
                     predictor.smooth_l1_beta,
-                    deltas,
-                    roi_tensor,
-                    torch.cat([a.tensor for a in assigned]),
+                    deltas[positive],
+                    roi_tensor[positive],
+                    assigned,
                 )
-                losses[f"loss_box_reg{suffix}"] = loss / max(len(ids), 1) * self.regression_weight
-            if not last:
-                # The next cascade stage sees this stage's refined boxes, as in CascadeROIHeads.
+                # Normalised by the sampled RoIs, as AlignDet (avg_factor = all sampled RoIs).
+                weight = self.regression_weight * self.stage_weights[stage]
+                losses[f"loss_box_reg{suffix}"] = loss / max(len(ids), 1) * weight
+            if refine:
+                # The next stage sees this stage's refined boxes, as in CascadeROIHeads.
                 refined = predictor.box2box_transform.apply_deltas(deltas.detach(), roi_tensor)
                 boxes = []
                 for chunk, target in zip(refined.split([len(r) for r in rois]), targets):
@@ -218,13 +280,21 @@ class RCNNBoxDomainHead(BoxDomainHead):
 class RetinaNetBoxDomainHead(BoxDomainHead):
     """Box-domain pre-training of ``RetinaNet``, on the anchor level."""
 
-    def __init__(self, detector: RetinaNet, embed_dim: int, max_positives: int, regression_weight: float):
+    def __init__(
+        self,
+        detector: RetinaNet,
+        embed_dim: int,
+        sampler: BoxSampler,
+        regression_weight: float,
+        stage_weights: Sequence[float] = (1.0,),
+    ):
         super().__init__()
         cls_score = detector.head.cls_score
         self.num_anchors = cls_score.out_channels // detector.num_classes
         self.embed_dim = embed_dim
-        self.max_positives = max_positives
+        self.sampler = sampler
         self.regression_weight = regression_weight
+        self.stage_weights = (float(stage_weights[0]),)
         # Applied to the classification subnet's feature of a location: one embedding per
         # anchor, as cls_score (a 1x1-equivalent use of its 3x3 conv) gives one per anchor.
         self.projector = projection_mlp(cls_score.in_channels, self.num_anchors * embed_dim)
@@ -253,10 +323,11 @@ class RetinaNetBoxDomainHead(BoxDomainHead):
         inputs, anchor_index, ids, pred, src, dst = [], [], [], [], [], []
         for i, target in enumerate(targets):
             matched, labels = detector.anchor_matcher(pairwise_iou(target.gt_boxes, anchors))
-            positive = _sample(torch.nonzero(labels == 1).squeeze(1), self.max_positives)
-            inputs.append(locations[i, positive // self.num_anchors])
-            anchor_index.append(positive % self.num_anchors)
-            ids.append(target.gt_ids[matched[positive]])
+            positive, background = self.sampler(labels)
+            sampled = torch.cat([positive, background])
+            inputs.append(locations[i, sampled // self.num_anchors])
+            anchor_index.append(sampled % self.num_anchors)
+            ids.append(torch.cat([target.gt_ids[matched[positive]], torch.full_like(background, BACKGROUND_ID)]))
             if deltas is not None:
                 pred.append(deltas[i, positive])
                 src.append(anchors.tensor[positive])
@@ -275,18 +346,25 @@ class RetinaNetBoxDomainHead(BoxDomainHead):
                 torch.cat(src),
                 torch.cat(dst),
             )
-            losses["loss_box_reg"] = loss / max(len(anchor_index), 1) * self.regression_weight
+            # Normalised by the positive anchors, as AlignDet (avg_factor = num_total_pos).
+            weight = self.regression_weight * self.stage_weights[0]
+            losses["loss_box_reg"] = loss / max(sum(len(p) for p in pred), 1) * weight
         return outputs, losses
 
 
 def build_box_domain_head(
-    detector: nn.Module, embed_dim: int, max_positives: int, regression_weight: float
+    detector: nn.Module,
+    embed_dim: int,
+    sampler: BoxSampler,
+    regression_weight: float,
+    stage_weights: Sequence[float] = (1.0,),
+    refine_stages: bool = False,
 ) -> BoxDomainHead:
     """The :class:`BoxDomainHead` for ``detector`` (an error names unsupported detectors)."""
     if isinstance(detector, GeneralizedRCNN):
-        return RCNNBoxDomainHead(detector, embed_dim, max_positives, regression_weight)
+        return RCNNBoxDomainHead(detector, embed_dim, sampler, regression_weight, stage_weights, refine_stages)
     if isinstance(detector, RetinaNet):
-        return RetinaNetBoxDomainHead(detector, embed_dim, max_positives, regression_weight)
+        return RetinaNetBoxDomainHead(detector, embed_dim, sampler, regression_weight, stage_weights)
     raise TypeError(
         f"Box-domain pre-training supports GeneralizedRCNN and RetinaNet detectors, not "
         f"{type(detector).__name__} (MODEL.BOX_DOMAIN.DETECTOR_ARCHITECTURE)."

@@ -28,7 +28,7 @@ EMA exactly, since the step count is a buffer saved with the weights.
 import copy
 import logging
 import math
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from detectron2.config import CfgNode, configurable
@@ -40,7 +40,7 @@ from torch import nn
 
 from ...checkpoint import DetpreCheckpointer
 from .box_contrastive_loss import box_contrastive_loss, embedding_spread
-from .box_domain_heads import BoxEmbeddings, build_box_domain_head, is_untrained
+from .box_domain_heads import BACKGROUND_ID, BoxEmbeddings, BoxSampler, build_box_domain_head, is_untrained
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,9 @@ class BoxDomainPretrainer(nn.Module):
         contrastive_weight: float = 1.0,
         regression_weight: float = 1.0,
         freeze_backbone: bool = True,
-        max_positives_per_image: int = 2048,
+        sampler: Optional[BoxSampler] = None,
+        stage_weights: Sequence[float] = (1.0, 0.5, 0.25),
+        refine_cascade_stages: bool = False,
     ):
         """
         Args:
@@ -94,10 +96,10 @@ class BoxDomainPretrainer(nn.Module):
             )
         if temperature <= 0:
             raise ValueError(f"MODEL.BOX_DOMAIN.TEMPERATURE must be positive, got {temperature}.")
-        if max_positives_per_image < 1:
-            raise ValueError(f"MODEL.BOX_DOMAIN.MAX_POSITIVES_PER_IMAGE must be >= 1, got {max_positives_per_image}.")
         self.online = detector
-        self.head = build_box_domain_head(detector, embed_dim, max_positives_per_image, regression_weight)
+        self.head = build_box_domain_head(
+            detector, embed_dim, sampler or BoxSampler(), regression_weight, stage_weights, refine_cascade_stages
+        )
         self.max_iter = max_iter
         self.temperature = temperature
         self.base_momentum = base_momentum
@@ -144,7 +146,9 @@ class BoxDomainPretrainer(nn.Module):
             "contrastive_weight": box.CONTRASTIVE_WEIGHT,
             "regression_weight": box.REGRESSION_WEIGHT,
             "freeze_backbone": box.FREEZE_BACKBONE,
-            "max_positives_per_image": box.MAX_POSITIVES_PER_IMAGE,
+            "sampler": BoxSampler(box.SAMPLES_PER_IMAGE, box.POSITIVE_FRACTION, box.BACKGROUND_NEGATIVES),
+            "stage_weights": tuple(box.STAGE_WEIGHTS),
+            "refine_cascade_stages": box.REFINE_CASCADE_STAGES,
         }
 
     def _frozen_backbone(self) -> nn.Module:
@@ -214,7 +218,7 @@ class BoxDomainPretrainer(nn.Module):
             loss, stats = box_contrastive_loss(
                 queries.embeddings, queries.ids, keys.embeddings, keys.ids, self.temperature
             )
-            losses[f"loss_box_contrast{suffix}"] = loss * self.contrastive_weight
+            losses[f"loss_box_contrast{suffix}"] = loss * self.contrastive_weight * self.head.stage_weights[stage]
             self._log(storage, suffix, queries, keys, stats, len(batched_inputs))
         return losses
 
@@ -223,13 +227,18 @@ class BoxDomainPretrainer(nn.Module):
         storage, suffix: str, queries: BoxEmbeddings, keys: BoxEmbeddings, stats: Dict[str, torch.Tensor], images: int
     ):
         """Positives, matched pairs and embedding spread; a collapse drives the spread to 0."""
-        storage.put_scalar(f"box_domain/positives_per_image{suffix}", len(queries) / images)
-        storage.put_scalar(f"box_domain/momentum_positives_per_image{suffix}", len(keys) / images)
+        positive = queries.ids != BACKGROUND_ID
+        storage.put_scalar(f"box_domain/positives_per_image{suffix}", int(positive.sum()) / images)
+        storage.put_scalar(
+            f"box_domain/momentum_positives_per_image{suffix}", int((keys.ids != BACKGROUND_ID).sum()) / images
+        )
+        if not bool(positive.all()):
+            storage.put_scalar(f"box_domain/background_per_image{suffix}", int((~positive).sum()) / images)
         storage.put_scalar(f"box_domain/identities{suffix}", stats["num_identities"].item())
         storage.put_scalar(f"box_domain/pairs{suffix}", stats["num_pairs"].item())
         storage.put_scalar(f"box_domain/positive_cosine{suffix}", stats["positive_similarity"].item())
-        if len(queries) >= 2:
-            spread = embedding_spread(queries.embeddings).item()
+        if int(positive.sum()) >= 2:
+            spread = embedding_spread(queries.embeddings[positive]).item()
             storage.put_scalar(f"box_domain/embedding_spread{suffix}", spread)
             if spread < COLLAPSE_SPREAD:
                 log_every_n_seconds(

@@ -1,17 +1,26 @@
 """Fine-tuning weights from a ``BoxDomainPretrainer`` checkpoint.
 
-What AlignDet carries over to fine-tuning is the *online* detector: backbone (the
-image-domain weights it started from, unchanged when frozen), FPN, RPN, box heads and
-their box regression. Dropped: the momentum branch and the projections (they only served
-the contrastive loss); re-initialised (left out, so the fine-tuning model keeps its own
-initialisation, e.g. RetinaNet's prior-probability bias): the classifiers and mask /
-keypoint heads, which pre-training never trained (:data:`UNTRAINED_PARAMETERS`).
+What AlignDet carries over to fine-tuning (``tools/model_converters/extract_detector_weights.py``)
+is the *online* detector without its last layers: backbone (the image-domain weights it
+started from, unchanged when frozen), FPN, the whole RPN, the box heads' shared convs / fcs
+and RetinaNet's subnets. Dropped: the momentum branch and the projections (they only served
+the contrastive loss), and, unless ``keep_heads`` (AlignDet's ``--keep-heads``), the final
+regression layers (:data:`FINAL_REGRESSION_LAYERS`: ``fc_reg`` / ``retina_reg`` there,
+``bbox_pred`` here, every cascade stage's). Re-initialised (left out, so the fine-tuning
+model keeps its own initialisation, e.g. RetinaNet's prior-probability bias): the
+classifiers and mask / keypoint heads, which pre-training never trained
+(:data:`UNTRAINED_PARAMETERS`).
 
 Given the fine-tuning model's state dict, a kept tensor whose shape differs there (e.g. a
 class-agnostic ``bbox_pred`` of 4 outputs for a detector regressing 4 x K) is re-initialised
-too, and every parameter of the model that the weights do not provide is reported.
+too, and every parameter of the model that the weights do not provide is reported. Norm
+layers that only the fine-tuning model has (AlignDet fine-tunes with SyncBN in the FPN,
+whose convs then have no bias: those pre-trained biases are dropped, as in AlignDet) and BN
+counters (``num_batches_tracked``, absent from FrozenBN; torch starts them at 0 on loading)
+are expected, not mismatches: the counters are not reported at all.
 """
 
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Tuple
 
@@ -19,13 +28,31 @@ import torch
 
 from .box_domain_heads import is_untrained
 
-__all__ = ["ConversionReport", "box_domain_to_detector"]
+__all__ = ["FINAL_REGRESSION_LAYERS", "ConversionReport", "box_domain_to_detector"]
 
 ONLINE_PREFIX = "online."
+#: The config key of the image-domain weights the wrapped detector starts from (its
+#: ``MODEL.WEIGHTS`` is for box-domain checkpoints of the wrapper).
+BOX_DOMAIN_WEIGHTS_KEY = "MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS"
 
+
+#: The last regression layers of the detector's box branches (ROI predictors of every stage,
+#: RetinaNet's box subnet output), which AlignDet's extraction drops unless --keep-heads.
+FINAL_REGRESSION_LAYERS = (
+    re.compile(r"^roi_heads\.box_predictor(\.\d+)?\.bbox_pred\."),
+    re.compile(r"^head\.bbox_pred\."),
+)
+#: Norm layers: Detectron2 names a conv's norm ``<conv>.norm``.
+_NORM = re.compile(r"\.norm\.")
 
 #: Why a tensor is re-initialised when pre-training was never meant to train it.
 UNTRAINED = "not trained by box-domain pre-training"
+#: ... when it is a final regression layer left out as AlignDet does.
+FINAL_LAYER = "final regression layer, left out as AlignDet's extraction does (--keep-heads keeps it)"
+#: ... when it is a norm layer that only the fine-tuning model has.
+FINE_TUNING_NORM = "norm layer of the fine-tuning model only (AlignDet fine-tunes with SyncBN)"
+#: Reasons that do not mean the two configs describe different models.
+EXPECTED = (UNTRAINED, FINAL_LAYER, FINE_TUNING_NORM)
 
 
 @dataclass
@@ -41,7 +68,7 @@ class ConversionReport:
         """Re-initialised tensors pre-training did train, or should have had: a shape that
         differs, or a tensor the pre-trained detector lacks. Many of them mean the pre-training
         and fine-tuning configs describe different models."""
-        return {k: why for k, why in self.reinitialized.items() if why != UNTRAINED}
+        return {k: why for k, why in self.reinitialized.items() if why not in EXPECTED}
 
     def summary(self) -> str:
         lines = [
@@ -54,7 +81,9 @@ class ConversionReport:
 
 
 def box_domain_to_detector(
-    state_dict: Mapping[str, torch.Tensor], target: Optional[Mapping[str, torch.Tensor]] = None
+    state_dict: Mapping[str, torch.Tensor],
+    target: Optional[Mapping[str, torch.Tensor]] = None,
+    keep_heads: bool = False,
 ) -> Tuple[Dict[str, torch.Tensor], ConversionReport]:
     """The plain detector's weights in a ``BoxDomainPretrainer`` state dict.
 
@@ -62,6 +91,7 @@ def box_domain_to_detector(
         state_dict: the pre-training model's state dict (``checkpoint["model"]``).
         target: optionally the fine-tuning model's state dict, to check shapes against and
             report what it will initialise itself.
+        keep_heads: keep the final regression layers (:data:`FINAL_REGRESSION_LAYERS`).
     """
     if not any(k.startswith(ONLINE_PREFIX) for k in state_dict):
         raise ValueError(
@@ -76,6 +106,8 @@ def box_domain_to_detector(
         name = key[len(ONLINE_PREFIX) :]
         if is_untrained(name):
             report.reinitialized[name] = UNTRAINED
+        elif not keep_heads and is_final_regression(name):
+            report.reinitialized[name] = FINAL_LAYER
         elif target is not None and name not in target:
             report.dropped.append(key)
         elif target is not None and tuple(target[name].shape) != tuple(value.shape):
@@ -87,6 +119,22 @@ def box_domain_to_detector(
             report.kept.append(name)
     if target is not None:
         for name in target:
-            if name not in weights and name not in report.reinitialized:
-                report.reinitialized[name] = UNTRAINED if is_untrained(name) else "absent from the pre-trained detector"
+            if name not in weights and name not in report.reinitialized and not name.endswith("num_batches_tracked"):
+                report.reinitialized[name] = _why_absent(name, keep_heads)
     return weights, report
+
+
+def is_final_regression(name: str) -> bool:
+    """Whether detector parameter ``name`` is one of :data:`FINAL_REGRESSION_LAYERS`."""
+    return any(p.search(name) for p in FINAL_REGRESSION_LAYERS)
+
+
+def _why_absent(name: str, keep_heads: bool) -> str:
+    """Why a tensor of the fine-tuning model is not in the converted weights."""
+    if is_untrained(name):
+        return UNTRAINED
+    if not keep_heads and is_final_regression(name):
+        return FINAL_LAYER
+    if _NORM.search(name):
+        return FINE_TUNING_NORM
+    return "absent from the pre-trained detector"
