@@ -7,19 +7,20 @@ For each seed s (every run seeded with s; one intra-op thread, the loader in the
 process, which on 2 shared cores is both faster and steadier than two threads):
 
 1. **pre-training**: ``configs/Demo/image_domain_mocov2_R18_FPN.yaml`` (``--method densecl``:
-   the DenseCL twin) on the 1000 unlabeled ``detpre_demo_train`` images, then its backbone
+   the DenseCL twin) on the 1000 unlabeled ``detpre_demo_train`` images (``--unlabeled``), then its backbone
    weights (:func:`detpre.modeling.meta_arch.image_domain_weights.image_domain_to_backbone`,
    what ``tools/convert_pretrained.py`` writes);
-2. **fine-tuning** ``configs/Demo/faster_rcnn_R18_FPN_mocov2.yaml`` (100 labeled images) and
-   COCO AP on the 100 val images, in three arms of the same config, data and seed:
+2. **fine-tuning** ``configs/Demo/faster_rcnn_R18_FPN_mocov2.yaml`` (100 labeled images,
+   ``--labeled``) and COCO AP on the 100 val images (``--val``), in three arms of the same
+   config, data and seed:
    (a) from the pre-trained backbone, (b) from random init with the same iterations,
    (c) from random init with the iterations extended by the pre-training's cost: the
    pre-training's wall time divided by arm (b)'s seconds per iteration, both measured in
    the first seed's run and then used for every seed;
 3. **linear probe** (:func:`detpre.analysis.probe.run_probe`) of pooled res4 / res5 features
    of the pre-trained backbone and of the random init (the same seed's), on crops of the
-   demo objects in grey (4 shapes): trained on crops of 200 train images, tested on the val
-   crops.
+   demo objects in grey (4 shapes): trained on crops of 200 unlabeled images, tested on the
+   crops of 100 val images.
 
 Prints a per-seed table with mean and standard deviation and the paired differences, and
 writes everything to ``OUTPUT_DIR/results.json``. A run is resumable per arm (finished arms
@@ -47,7 +48,7 @@ from detpre.checkpoint.reading import read_model_state
 from detpre.data.datasets.subsets import ensure_subset_registered
 from detpre.engine.trainer import DetpreTrainer
 from detpre.modeling.meta_arch.image_domain_weights import image_domain_to_backbone
-from detpre.utils.file_io import atomic_write
+from detpre.utils.file_io import atomic_write, write_image
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAIN = {
@@ -55,7 +56,6 @@ PRETRAIN = {
     "densecl": os.path.join(REPO, "configs", "Demo", "image_domain_densecl_R18_FPN.yaml"),
 }
 FINETUNE = os.path.join(REPO, "configs", "Demo", "faster_rcnn_R18_FPN_mocov2.yaml")
-VAL = "detpre_demo_val"
 STAGES = ("res4", "res5")
 
 
@@ -107,22 +107,24 @@ def stretched_schedule(cfg: CfgNode, max_iter: int) -> List[str]:
     return ["SOLVER.MAX_ITER", str(max_iter), "SOLVER.STEPS", str(steps)]
 
 
-def finetune(weights: str, seed: int, out: str, max_iter: Optional[int], opts: Sequence[str]) -> Dict[str, Any]:
-    """Fine-tune (``max_iter`` None: the config's), then COCO AP on the val set."""
+def finetune(
+    weights: str, seed: int, out: str, max_iter: Optional[int], opts: Sequence[str], val: str
+) -> Dict[str, Any]:
+    """Fine-tune (``max_iter`` None: the config's), then COCO AP on ``val``."""
     done = os.path.join(out, "finetune.json")
     if os.path.isfile(done):
         with open(done) as f:
             return json.load(f)
     extra = ["MODEL.WEIGHTS", weights, "DATASETS.TEST", "()", *opts]
     if max_iter is not None:
-        extra += stretched_schedule(config(FINETUNE, seed, out), max_iter)
+        extra += stretched_schedule(config(FINETUNE, seed, out, opts), max_iter)
     cfg = config(FINETUNE, seed, out, extra)
     start = time.perf_counter()
     trainer = train(cfg)
     seconds = time.perf_counter() - start
     evaluation = cfg.clone()
     evaluation.defrost()
-    evaluation.DATASETS.TEST = (VAL,)
+    evaluation.DATASETS.TEST = (val,)
     bbox = DetpreTrainer.test(evaluation, trainer.model)["bbox"]
     result = {"seconds": seconds, "iters": cfg.SOLVER.MAX_ITER, "AP": bbox["AP"], "AP50": bbox["AP50"]}
     with atomic_write(done) as f:
@@ -153,7 +155,7 @@ def crop_folder(dataset: str, root: str, max_images: int, size: int = 64) -> str
             x1, y1 = int(min(width, cx + side / 2)), int(min(height, cy + side / 2))
             crop = cv2.resize(image[y0:y1, x0:x1], (size, size), interpolation=cv2.INTER_AREA)
             crop = cv2.cvtColor(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-            cv2.imwrite(os.path.join(tmp, classes[annotation["category_id"]], f"{count:05d}.png"), crop)
+            write_image(os.path.join(tmp, classes[annotation["category_id"]], f"{count:05d}.png"), crop)
             count += 1
     os.rename(tmp, root)
     return root
@@ -205,6 +207,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--method", choices=sorted(PRETRAIN), default="moco_v2")
     parser.add_argument("--output-dir", default="output/ssl_demo_benchmark")
+    parser.add_argument("--unlabeled", default="detpre_demo_train", help="pre-training images (labels ignored)")
+    parser.add_argument("--labeled", default="detpre_demo_train_100_s0", help="fine-tuning dataset")
+    parser.add_argument("--val", default="detpre_demo_val", help="evaluation dataset")
     parser.add_argument("--pretrain-opts", nargs="*", default=[], help="KEY VALUE overrides of the pre-training")
     parser.add_argument("--finetune-opts", nargs="*", default=[], help="KEY VALUE overrides of the fine-tuning")
     args = parser.parse_args(argv)
@@ -212,18 +217,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     setup_logger(name="detectron2")  # progress of every run (the trainer then adds no second handler)
     setup_logger(name="detpre")
     out = os.path.abspath(args.output_dir)
-    labeled = "detpre_demo_train_100_s0"
-    assert ensure_subset_registered(labeled)
-    train_folder = crop_folder("detpre_demo_train", os.path.join(out, "probe_train"), 200)
-    test_folder = crop_folder(VAL, os.path.join(out, "probe_test"), 100)
+    for name in (args.unlabeled, args.labeled, args.val):
+        if not ensure_subset_registered(name):
+            parser.error(f"dataset {name!r} is not registered (nor a subset name of a registered one)")
+    pretrain_opts = ["DATASETS.TRAIN", f"('{args.unlabeled}',)", *args.pretrain_opts]
+    finetune_opts = ["DATASETS.TRAIN", f"('{args.labeled}',)", *args.finetune_opts]
+    train_folder = crop_folder(args.unlabeled, os.path.join(out, "probe_train"), 200)
+    test_folder = crop_folder(args.val, os.path.join(out, "probe_test"), 100)
     results: Dict[str, Any] = {"method": args.method, "seeds": {}}
     extra_iters = None
     for seed in args.seeds:
         run = os.path.join(out, f"seed{seed}")
-        pre = pretrain(args.method, seed, os.path.join(run, "pretrain"), args.pretrain_opts)
+        pre = pretrain(args.method, seed, os.path.join(run, "pretrain"), pretrain_opts)
         row = {"pretrain": pre}
-        row["pretrained"] = finetune(pre["backbone"], seed, os.path.join(run, "pretrained"), None, args.finetune_opts)
-        row["random"] = finetune("", seed, os.path.join(run, "random"), None, args.finetune_opts)
+        row["pretrained"] = finetune(
+            pre["backbone"], seed, os.path.join(run, "pretrained"), None, finetune_opts, args.val
+        )
+        row["random"] = finetune("", seed, os.path.join(run, "random"), None, finetune_opts, args.val)
         if extra_iters is None:  # the first seed's measured costs fix the matching for every seed
             seconds_per_iter = row["random"]["seconds"] / row["random"]["iters"]
             extra_iters = int(round(pre["seconds"] / seconds_per_iter))
@@ -233,9 +243,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 "extra_iters": extra_iters,
                 "measured_on_seed": seed,
             }
-        row["matched"] = finetune(
-            "", seed, os.path.join(run, "matched"), row["random"]["iters"] + extra_iters, args.finetune_opts
-        )
+        matched_iters = row["random"]["iters"] + extra_iters
+        row["matched"] = finetune("", seed, os.path.join(run, "matched"), matched_iters, finetune_opts, args.val)
         row["probe_pretrained"] = probe(pre["backbone"], seed, train_folder, test_folder)
         row["probe_random"] = probe("", seed, train_folder, test_folder)
         results["seeds"][str(seed)] = row
