@@ -5,13 +5,12 @@ conversion, the three fine-tuning arms with their COCO AP, the two linear probes
 The experiment itself (5 seeds, numbers in README / BENCHMARKS.md) is too long for the suite.
 """
 
-import importlib.util
 import json
 
 import pytest
 import torch
 
-from conftest import REPO
+from conftest import load_benchmark
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
 
@@ -30,12 +29,7 @@ FINETUNE_OPTS = [
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location(
-        "image_domain_ssl_demo", REPO / "benchmarks" / "image_domain_ssl_demo.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("image_domain_ssl_demo")
 
 
 def test_the_experiment_script_runs_every_arm_and_reports_them(script, demo_root, tmp_path, capsys):

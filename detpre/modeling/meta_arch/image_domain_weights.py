@@ -92,16 +92,7 @@ def image_domain_to_backbone(
         if not key.startswith(QUERY_BACKBONE_PREFIX):
             report.dropped.append(key)
             continue
-        name = destination + key[len(QUERY_PREFIX) + len(source) :]
-        if target is not None and name not in target:
-            report.dropped.append(key)
-        elif target is not None and tuple(target[name].shape) != tuple(value.shape):
-            report.reinitialized[name] = (
-                f"shape {tuple(value.shape)} in pre-training, {tuple(target[name].shape)} in the fine-tuning model"
-            )
-        else:
-            weights[name] = value
-            report.kept.append(name)
+        report.place(weights, key, destination + key[len(QUERY_PREFIX) + len(source) :], value, target)
     for name in target or ():
         if name not in weights and name not in report.reinitialized:
             inside = name.startswith(destination)
