@@ -88,3 +88,12 @@ def toy_batch(cfg):
     for x in batch:
         x["instances"].gt_ids = torch.arange(len(x["instances"]))
     return [{"views": [x, dict(x, image=x["image"].flip(-1))]} for x in batch]
+
+
+def train_step(model, optimizer, batch):
+    """One SGD step of ``model`` on ``batch``; its losses."""
+    losses = model(batch)
+    optimizer.zero_grad()
+    sum(losses.values()).backward()
+    optimizer.step()
+    return losses

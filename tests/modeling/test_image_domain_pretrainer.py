@@ -13,6 +13,7 @@ from detectron2.layers import NaiveSyncBatchNorm
 from detectron2.modeling import build_model
 from detectron2.utils import logger as d2_logger
 from detectron2.utils.events import EventStorage
+from toy_configs import train_step
 
 from detpre import add_detpre_config
 from detpre.checkpoint import DetpreCheckpointer
@@ -68,14 +69,6 @@ def batch(seed=0, channels=3, modalities=(None, None)):
     return out
 
 
-def step(model, optimizer, inputs):
-    losses = model(inputs)
-    optimizer.zero_grad()
-    sum(losses.values()).backward()
-    optimizer.step()
-    return losses
-
-
 def sgd(model):
     return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1, momentum=0.9)
 
@@ -90,7 +83,7 @@ def test_a_step_trains_the_query_encoder_and_logs_health(method, losses):
     assert isinstance(model, ImageDomainPretrainer)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with EventStorage() as storage:
-        out = step(model, sgd(model), batch())
+        out = train_step(model, sgd(model), batch())
     assert set(out) == losses and all(torch.isfinite(v) for v in out.values())
     logged = storage.latest()
     heads = ["global", "dense"] if method == "densecl" else ["global"]
@@ -115,12 +108,12 @@ def test_a_queue_that_starts_empty_has_only_past_keys_as_negatives():
     model = build_model(ssl_cfg(QUEUE_START="empty"))
     optimizer = sgd(model)
     with EventStorage() as storage:
-        first = step(model, optimizer, batch(0))
+        first = train_step(model, optimizer, batch(0))
         assert first["loss_global_contrast"].item() == 0.0  # one logit, the positive: nothing to contrast
         assert "image_domain/global_negative_cosine" not in storage.latest()
         storage.step()
         assert model.queues["global"].negatives().shape == (BATCH, 16)  # the first batch's keys
-        second = step(model, optimizer, batch(1))
+        second = train_step(model, optimizer, batch(1))
     assert second["loss_global_contrast"].item() > 0 and "image_domain/global_negative_cosine" in storage.latest()
     with pytest.raises(ValueError, match="QUEUE_START"):
         build_model(ssl_cfg(QUEUE_START="zeros"))
@@ -135,10 +128,10 @@ def test_the_key_encoder_is_an_ema_of_the_query_parameters_only():
     query, key = dict(model.encoder_q.named_parameters()), dict(model.encoder_k.named_parameters())
     name = "backbone.bottom_up.res4.0.conv1.weight"
     with EventStorage() as storage:
-        step(model, optimizer, batch(0))
+        train_step(model, optimizer, batch(0))
         storage.step()
         q, k = query[name].detach().clone(), key[name].detach().clone()
-        step(model, optimizer, batch(1))
+        train_step(model, optimizer, batch(1))
     torch.testing.assert_close(key[name], 0.9 * k + 0.1 * q)
     stats = "backbone.bottom_up.res4.0.conv1.norm.running_mean"
     q_stats, k_stats = dict(model.encoder_q.named_buffers())[stats], dict(model.encoder_k.named_buffers())[stats]
@@ -154,14 +147,14 @@ def test_keys_enter_the_queue_after_the_loss_and_the_queue_wraps():
     with torch.no_grad():
         keys = model.encoder_k(*model._views(inputs)[1])
     with EventStorage():
-        step(model, optimizer, inputs)
+        train_step(model, optimizer, inputs)
     queue, dense = model.queues["global"], model.queues["dense"]
     torch.testing.assert_close(queue.keys[:BATCH], keys.embedding)
     torch.testing.assert_close(dense.keys[:BATCH], keys.dense_pooled)  # DenseCL: the pooled dense key
     torch.testing.assert_close(keys.dense_pooled, F.normalize(keys.dense.mean(2), dim=1), atol=0.2, rtol=0)
     assert (int(queue.ptr), int(queue.filled)) == (BATCH, BATCH)
     with EventStorage():
-        step(model, optimizer, batch(1))
+        train_step(model, optimizer, batch(1))
     assert (int(queue.ptr), int(queue.filled), queue.fill) == (0, QUEUE, 1.0)
     with pytest.raises(ValueError, match="multiple of the global batch"):
         KeyQueue(8, 4).enqueue(torch.zeros(3, 4))
@@ -189,7 +182,7 @@ def test_the_queue_and_step_count_are_saved_so_a_resumed_run_continues_exactly()
     optimizer = sgd(model)
     with EventStorage() as storage:
         for i in range(2):
-            step(model, optimizer, batch(i))
+            train_step(model, optimizer, batch(i))
             storage.step()
     saved = io.BytesIO()
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, saved)
@@ -203,8 +196,8 @@ def test_the_queue_and_step_count_are_saved_so_a_resumed_run_continues_exactly()
     resumed.load_state_dict(state["model"])
     resumed_optimizer.load_state_dict(state["optimizer"])
     with EventStorage(2):
-        a = step(model, optimizer, batch(2))
-        b = step(resumed, resumed_optimizer, batch(2))
+        a = train_step(model, optimizer, batch(2))
+        b = train_step(resumed, resumed_optimizer, batch(2))
     assert all(torch.equal(a[k], b[k]) for k in a)
     for name, value in model.state_dict().items():
         assert torch.equal(value, resumed.state_dict()[name]), name
@@ -234,7 +227,7 @@ def test_cross_modal_views_queues_and_blanked_channels(cfg):
         keys_visible = model.encoder_k(visible, "visible").embedding
         keys_thermal = model.encoder_k(thermal, "lwir").embedding
     with EventStorage():
-        losses = step(model, sgd(model), inputs)
+        losses = train_step(model, sgd(model), inputs)
     assert set(losses) == {"loss_global_contrast", "loss_dense_contrast"}
     torch.testing.assert_close(model.queues["global_visible"].keys[:BATCH], keys_visible)
     torch.testing.assert_close(model.queues["global_lwir"].keys[:BATCH], keys_thermal)
@@ -267,7 +260,7 @@ def test_halfway_fusion_shows_each_frame_through_its_own_stream():
         both = network(x)["res5"]
     assert calls == ["thermal"] and not torch.allclose(alone, both)
     with EventStorage():
-        step(model, sgd(model), batch(0, channels=4, modalities=("visible", "lwir")))
+        train_step(model, sgd(model), batch(0, channels=4, modalities=("visible", "lwir")))
     grads = {n: p.grad for n, p in network.named_parameters() if p.requires_grad}
     assert grads["visible.stem.conv1.weight"] is not None and grads["thermal.stem.conv1.weight"] is not None
 
@@ -276,7 +269,7 @@ def test_converted_weights_load_into_the_fine_tuning_config_with_every_backbone_
     torch.manual_seed(0)
     model = build_model(ssl_cfg())
     with EventStorage():
-        step(model, sgd(model), batch())
+        train_step(model, sgd(model), batch())
     finetune_cfg = get_cfg()
     add_detpre_config(finetune_cfg)
     finetune_cfg.merge_from_file(str(DEMO / "faster_rcnn_R18_FPN_mocov2.yaml"))
