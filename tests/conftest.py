@@ -3,7 +3,9 @@
 import importlib.util
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
@@ -67,14 +69,40 @@ TINY_DEMO_OPTS = [
 ]
 
 
+_DEMO_ROOT_VAR = "DETPRE_DEMO_ROOT"
+
+
+def pytest_configure(config):
+    """Point ``$DETPRE_DEMO_ROOT`` at a folder of this test session before detpre is imported.
+
+    detpre registers ``detpre_demo_train``/``_val`` when it is imported, with the root that
+    ``$DETPRE_DEMO_ROOT`` names *then* (Detectron2's builtin datasets are rooted the same way);
+    setting the variable later changes nothing in this process. Without this, tests that use
+    those names in-process would read, and the first of them draw, ``datasets/detpre_demo`` in
+    the checkout: in a fresh clone, the draw ran inside whichever such test came first (and its
+    log line went into that test's captured stderr). Here every test, in-process or
+    subprocess, reads the one dataset the ``demo_root`` fixture draws, wherever it is run from.
+    """
+    config.detpre_demo_previous = os.environ.get(_DEMO_ROOT_VAR)
+    config.detpre_demo_parent = tempfile.mkdtemp(prefix="detpre-tests-")
+    os.environ[_DEMO_ROOT_VAR] = os.path.join(config.detpre_demo_parent, "detpre_demo")
+
+
+def pytest_unconfigure(config):
+    if config.detpre_demo_previous is None:
+        os.environ.pop(_DEMO_ROOT_VAR, None)
+    else:
+        os.environ[_DEMO_ROOT_VAR] = config.detpre_demo_previous
+    shutil.rmtree(config.detpre_demo_parent, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def demo_root(tmp_path_factory) -> Path:
-    """The synthetic demo dataset, generated once per test session."""
+def demo_root() -> Path:
+    """The synthetic demo dataset of this test session (drawn once, on first use), the one
+    that ``detpre_demo_train``/``_val`` name here and in the tools the tests run."""
     from detpre.data.datasets.demo import ensure_demo_dataset
 
-    root = tmp_path_factory.mktemp("detpre_demo")
-    ensure_demo_dataset(str(root))
-    return root
+    return Path(ensure_demo_dataset(os.environ[_DEMO_ROOT_VAR]))
 
 
 @pytest.fixture(scope="session")

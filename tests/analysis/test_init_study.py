@@ -437,7 +437,6 @@ def mtimes(run_dir: Path):
 @pytest.mark.slow
 def test_study_runs_skips_finished_runs_and_resumes_a_broken_one(demo_root, tmp_path, monkeypatch, capsys):
     # The study runs in this process; each run is a tools/train_net.py process of its own.
-    monkeypatch.setenv("DETPRE_DEMO_ROOT", str(demo_root))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = tmp_path / "study"
     weights = torchvision_resnet18(tmp_path / "resnet18_torchvision.pth")

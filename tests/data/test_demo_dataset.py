@@ -135,6 +135,16 @@ def test_default_root_follows_detectron2_and_override(monkeypatch):
     assert demo_root() == "/elsewhere/demo"
 
 
+def test_the_registered_names_read_this_test_sessions_dataset(demo_root):
+    """``detpre_demo_*``, used in-process by tools' ``main`` and trainers, name the session's
+    dataset (conftest), never the checkout's ``datasets/``: a fresh clone draws no data in a test."""
+    for split in ("train", "val"):
+        metadata = MetadataCatalog.get(f"detpre_demo_{split}")
+        assert Path(metadata.json_file) == demo_root / "annotations" / f"instances_{split}.json"
+        assert Path(metadata.image_root) == demo_root / split
+    assert len(DatasetCatalog.get("detpre_demo_val")) == 100
+
+
 def test_stale_or_partial_dataset_is_regenerated(tmp_path):
     root = tmp_path / "demo"
     ensure_demo_dataset(str(root), SMALL)

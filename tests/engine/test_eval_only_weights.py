@@ -32,8 +32,7 @@ def error_line(capsys) -> str:
     return lines[0]
 
 
-def test_no_weights_is_refused_unless_allowed(demo_env, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("DETPRE_DEMO_ROOT", demo_env["DETPRE_DEMO_ROOT"])
+def test_no_weights_is_refused_unless_allowed(demo_env, tmp_path, capsys):
     assert main([*EVAL, "OUTPUT_DIR", str(tmp_path)]) == 2
     line = error_line(capsys)
     assert "No MODEL.WEIGHTS given: the model leaves" in line and "(100.0%) at their initialization" in line
@@ -41,8 +40,7 @@ def test_no_weights_is_refused_unless_allowed(demo_env, monkeypatch, tmp_path, c
     assert main([*EVAL, "OUTPUT_DIR", str(tmp_path), "TEST.MAX_UNLOADED_WEIGHTS", "1.0"]) == 0
 
 
-def test_another_architectures_checkpoint_is_refused_with_counts(demo_env, monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("DETPRE_DEMO_ROOT", demo_env["DETPRE_DEMO_ROOT"])
+def test_another_architectures_checkpoint_is_refused_with_counts(demo_env, tmp_path, capsys):
     other = load_cfg(
         str(DEMO_CONFIG),
         [

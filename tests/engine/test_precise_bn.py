@@ -48,9 +48,7 @@ PRECISE_BN_OPTS = [
 
 
 @pytest.fixture
-def make_trainer(cfg, demo_root, monkeypatch):
-    monkeypatch.setenv("DETPRE_DEMO_ROOT", str(demo_root))
-
+def make_trainer(cfg, demo_root):
     def make(output_dir, *opts):
         c = cfg.clone()
         c.merge_from_file(str(DEMO_CONFIG))

@@ -37,8 +37,7 @@ def logged_iterations(tmp_path, *opts):
     return [r["iteration"] for r in read_metrics(str(tmp_path))]
 
 
-def test_the_first_step_and_every_interval_are_written(tmp_path, demo_env, monkeypatch):
-    monkeypatch.setenv("DETPRE_DEMO_ROOT", demo_env["DETPRE_DEMO_ROOT"])
+def test_the_first_step_and_every_interval_are_written(tmp_path, demo_env):
     # By iteration count only: the first step, then every LOG_PERIOD, and the last.
     assert logged_iterations(tmp_path / "count", "LOG_PERIOD", "2", "LOG_SECONDS", "0.0") == [0, 1, 3, 4]
     # By time: any interval longer than LOG_SECONDS since the last write writes again.

@@ -94,11 +94,10 @@ def test_step_trainer_is_detectron2s_in_the_resolved_precision(cfg, capability):
         build_step_trainer(cfg, model, [], opt)
 
 
-def test_gather_metric_period_in_a_training_run(cfg, demo_root, monkeypatch):
+def test_gather_metric_period_in_a_training_run(cfg, demo_root, tmp_path):
     """DetpreTrainer gathers the losses every GATHER_METRIC_PERIOD iterations only."""
-    monkeypatch.setenv("DETPRE_DEMO_ROOT", str(demo_root))
     _demo_cfg(cfg, "SOLVER.MAX_ITER", "6", "SOLVER.GATHER_METRIC_PERIOD", "3", "DATALOADER.NUM_WORKERS", "0")
-    cfg.OUTPUT_DIR = str(demo_root / "out_gather")
+    cfg.OUTPUT_DIR = str(tmp_path)
     trainer = DetpreTrainer(cfg)
     trainer.train()
     iterations = [it for _, it in trainer.storage.history("total_loss").values()]

@@ -24,7 +24,7 @@ TTA_OPTS = ["TEST.AUG.ENABLED", "True", "TEST.AUG.MIN_SIZES", "(96, 128)", "TEST
 
 
 @pytest.mark.slow
-def test_tta_is_evaluated_periodically_and_in_eval_only_under_its_own_name(demo_env, tmp_path, monkeypatch):
+def test_tta_is_evaluated_periodically_and_in_eval_only_under_its_own_name(demo_env, tmp_path):
     out = tmp_path / "run"
     train = subprocess.run(
         [
@@ -62,7 +62,6 @@ def test_tta_is_evaluated_periodically_and_in_eval_only_under_its_own_name(demo_
     assert (out / "inference_TTA" / VAL / "coco_instances_results.json").is_file()
 
     # --eval-only of the final weights, in channels-last memory this time.
-    monkeypatch.setenv("DETPRE_DEMO_ROOT", demo_env["DETPRE_DEMO_ROOT"])
     args = [
         "--config-file",
         str(DEMO_CONFIG),

@@ -48,3 +48,25 @@ def test_tools_readme_indexes_every_tool_and_each_follows_the_contract():
         # The contract's main: wrapped by cli_main, or the package's own main (train_net, kaist_eval).
         assert "@cli_main" in source or re.search(r"^from \S+ import main$", source, flags=re.M), tool.name
         assert 'if __name__ == "__main__":\n    sys.exit(main())' in source, tool.name
+
+
+# Files of this repository that the user-facing documents name. docs/aligndet.md and the other
+# fidelity tables also cite the official repositories' files, so only paths into detpre's own
+# packages and tests are checked there.
+_OWN_PATH = re.compile(
+    r"(?<![\w/.])((?:configs|tests|tools|benchmarks|docs|detpre|kaisteval|datasets)/[\w/.+-]+"
+    r"\.(?:py|yaml|md|png|sh))"
+)
+_GUIDES = ("README.md", "BENCHMARKS.md", "DEVELOPERS.md", "tools/README.md", "datasets/README.md", "docs/recipes.md")
+
+
+def test_every_file_the_documents_name_exists():
+    missing = []
+    for document in [REPO / g for g in _GUIDES] + sorted((REPO / "docs").glob("*.md")):
+        fidelity_table = document.parent.name == "docs" and document.name != "recipes.md"
+        for path in _OWN_PATH.findall(document.read_text()):
+            if fidelity_table and not path.startswith(("detpre/", "tests/", "kaisteval/")):
+                continue
+            if not (REPO / path).exists():
+                missing.append(f"{document.relative_to(REPO)}: {path}")
+    assert not missing, "documents name files that do not exist:\n" + "\n".join(missing)

@@ -106,7 +106,6 @@ def test_a_registered_evaluator_scores_its_datasets(demo_env, tmp_path, monkeypa
     from detpre.config import load_cfg
     from detpre.engine.trainer import DetpreTrainer
 
-    monkeypatch.setenv("DETPRE_DEMO_ROOT", demo_env["DETPRE_DEMO_ROOT"])
     write_modules("Add an evaluator", tmp_path)
     import_module(tmp_path, "my_evaluator", monkeypatch)
     opts = ["MODEL.DEVICE", "cpu", "DATASETS.TEST", "('shapes_counted_4_s0',)", "OUTPUT_DIR", str(tmp_path)]

@@ -156,8 +156,8 @@ def test_visualize_kaist_reports_a_truncated_frame_by_name(tmp_path, capsys):
 
 
 def test_make_subset_into_a_read_only_folder(tmp_path, monkeypatch, capsys, demo_root):
-    monkeypatch.setenv("DETPRE_DEMO_ROOT", str(demo_root))
-
+    # demo_root: the data detpre_demo_val names (conftest) is drawn before writes are blocked,
+    # so the only write left, and the only message, is the subset's.
     def read_only(*args, **kwargs):
         raise PermissionError(13, "Permission denied", kwargs.get("dir"))
 
