@@ -47,9 +47,10 @@ import argparse
 import os
 import sys
 from dataclasses import replace
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
+from detectron2.config import CfgNode
 from detectron2.data import DatasetCatalog
 
 import detpre  # noqa: F401  (registers detpre's datasets)
@@ -84,7 +85,9 @@ FILTER_FLAGS = {
 SEARCH_FLAGS = {"generator": "GENERATOR", "modality": "MODALITY", "preset": "PRESET", "search_size": "SIZE"}
 
 
-def config_default(parser: argparse.ArgumentParser, cfg, dataset: Optional[str], output: Optional[str]):
+def config_default(
+    parser: argparse.ArgumentParser, cfg: CfgNode, dataset: Optional[str], output: Optional[str]
+) -> Tuple[str, str]:
     """``(dataset, output)``: the flags, else the config's only DATASETS.TRAIN dataset and its
     DATASETS.PROPOSAL_FILES_TRAIN file."""
     train, files = list(cfg.DATASETS.TRAIN), list(cfg.DATASETS.PROPOSAL_FILES_TRAIN)

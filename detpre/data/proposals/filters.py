@@ -32,10 +32,9 @@ symmetric aspect window [1/3, 3] would drop most of them and keep lying boxes. I
   evaluation counts (``dbEval.m``: "All" [20, inf), "Scale=far" [20, 30]; KAIST's "far",
   [1, 45], sets no floor), and about the smallest object detpre's KAIST detectors anchor
   (32 px anchors on frames upscaled 1.5x, ``configs/KAIST/Base-KAIST-RCNN-FPN.yaml``);
-* sizes up to AlignDet's 0.8 (no upright box of a KAIST frame reaches it), NMS 0.5 as
-  AlignDet (in its contrastive loss two RoIs of one person would be each other's
-  negatives), top 300 per image (the budget the KAIST issue sets; a thermal source's boxes
-  beyond it have little contrast).
+* sizes up to AlignDet's 0.8 (on a 640 x 512 frame, a square of 458 px: no person), NMS 0.5
+  as AlignDet (in its contrastive loss two RoIs of one person would be each other's
+  negatives), top 300 per image (the budget the KAIST issue sets).
 
 The heights are in the pixels of the searched copy (the image itself by default).
 """
