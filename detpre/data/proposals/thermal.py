@@ -37,8 +37,9 @@ Two sources share one pipeline and differ only in how they cut blobs out of the 
    box's: IoU ``2^(-1/2) = 0.71`` for the same shape, top and centre, so a blob of the right
    part never misses the 0.7 criterion by its scale. 7 px is the head of the protocol's
    smallest "reasonable" pedestrian (0.13 x 55 px) and 20 px about its area (a 7 x 4.5 px
-   ellipse is 25 px, less a blurred rim): a smaller blob is no body part of a person the
-   preset is for, and little more than noise after the blur.
+   ellipse is 25 px, less a blurred rim): a smaller blob is not the head of a "reasonable"
+   pedestrian, nor a whole person of the preset's 20 px, and little more than noise after
+   the blur.
 4. **Score** (:func:`ring_contrast`): the signal-to-clutter ratio of infrared target
    detection, ``(mean inside - mean of a ring around the box) / std of the ring``, the ring
    reaching half the box's width beyond each side, on the blurred frame (not the top-hat:
