@@ -170,6 +170,20 @@ def add_box_domain_config(cfg: CN) -> None:
     # Leave out of training the images without a proposal, as AlignDet's CocoDataset does
     # (filter_empty_gt); applies whenever MODEL.LOAD_PROPOSALS is on.
     _C.DATALOADER.FILTER_EMPTY_PROPOSALS = True
+    # How the proposal file of DATASETS.PROPOSAL_FILES_TRAIN is made: what
+    # `tools/precompute_proposals.py --config-file` runs for it (training only reads the file;
+    # these keep its recipe beside it). docs/aligndet.md (COCO), docs/kaist_proposals.md (KAIST).
+    _C.DATASETS.PROPOSAL_SEARCH = CN()
+    # A source spec (detpre.data.proposals.sources): a generator ("soco", "opencv_fast",
+    # "opencv_quality", "thermal_blobs", "thermal_mser"), a registered union ("kaist_thermal",
+    # "kaist_multispectral") or NAME[@FRAME] parts joined by "+".
+    _C.DATASETS.PROPOSAL_SEARCH.GENERATOR = "soco"
+    # The frame of the sources that name none: "visible", "lwir" or "both".
+    _C.DATASETS.PROPOSAL_SEARCH.MODALITY = "visible"
+    # The filter preset: "coco_aligndet" (AlignDet's), "detpre_v1", "kaist_pedestrian".
+    _C.DATASETS.PROPOSAL_SEARCH.PRESET = "coco_aligndet"
+    # 0 searches each image at its own size (SoCo); else the longer side of the searched copy.
+    _C.DATASETS.PROPOSAL_SEARCH.SIZE = 0
 
     # Two views of an image for box-domain pre-training ("TwoViewDatasetMapper"); each view
     # draws its own INPUT.MIN_SIZE_TRAIN / RANDOM_FLIP / CROP geometry.

@@ -16,6 +16,7 @@ from detectron2.utils.events import EventStorage
 
 import detpre  # noqa: F401  (registers detpre's backbones, heads and datasets)
 from detpre.data.datasets.subsets import ensure_subset_registered
+from detpre.data.proposals import settings_from_cfg
 from detpre.layers.norm import resolve_norms
 from detpre.solver import apply_schedule
 
@@ -111,6 +112,9 @@ def test_config_datasets_are_registered_and_file_says_what_it_is(path: Path):
         assert name in DatasetCatalog.list(), f"{path.name}: dataset {name!r} is not registered"
     first = path.read_text().splitlines()[0]
     assert first.startswith("# ") and len(first) > 20, f"{path.name} needs a top comment saying what it is"
+    if cfg.MODEL.LOAD_PROPOSALS:  # the recipe of its proposal file is one the proposal tool runs
+        assert len(cfg.DATASETS.PROPOSAL_FILES_TRAIN) == len(cfg.DATASETS.TRAIN), path.name
+        settings_from_cfg(cfg)
 
 
 def test_syncbn_configs_compute_precise_bn_as_detectron2s_do():

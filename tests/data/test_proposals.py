@@ -43,7 +43,7 @@ def test_aligndet_preset_is_socos_ratio3size0008_at_nms_05():
     assert preset == ProposalFilter(32.0, 3.0, 0.0, 0.8, 0.5, None)
     assert FILTER_PRESETS["detpre_v1"] == ProposalFilter(0.0, 3.0, 0.02, 0.8, 0.5, 100)
     with pytest.raises(KeyError, match="coco_aligndet"):
-        filter_preset("kaist_pedestrian")  # the KAIST issue registers its own
+        filter_preset("kaist_pedestrians")
     with pytest.raises(ValueError, match="already registered"):
         register_filter_preset("coco_aligndet", ProposalFilter())
 
@@ -209,7 +209,10 @@ def test_tool_writes_either_format_and_both_load(toy_dataset, tmp_path, capsys, 
     assert not (tmp_path / f"props.{suffix}.partial").exists()
     dicts = load_proposals_into_dicts([dict(r) for r in records], output)
     direct = [
-        compute.search_image(compute.image_files(r, modality), SearchSettings(modality=modality)) for r in records
+        compute.search_image(
+            compute.image_files(r, SearchSettings(modality=modality)), SearchSettings(modality=modality)
+        )
+        for r in records
     ]
     for d, (boxes, shape) in zip(dicts, direct):
         assert shape == (240, 320) and len(boxes) > 0
@@ -345,7 +348,7 @@ def test_tool_resumes_from_its_journal(toy_dataset, tmp_path, monkeypatch):
         f.write(b"\x80\x04\x95torn")  # a record cut by a kill
     searched = []
     real = compute.search_image
-    monkeypatch.setattr(compute, "search_image", lambda files, s: searched.append(files[0]) or real(files, s))
+    monkeypatch.setattr(compute, "search_image", lambda files, s: searched.append(files["visible"]) or real(files, s))
     compute_proposals(DatasetCatalog.get(name), output, settings, workers=1)
     assert searched == [records[i]["file_name"] for i in (0, 2, 3)]
     np.testing.assert_array_equal(pickle.load(open(output, "rb"))["boxes"][1], finished)

@@ -9,9 +9,16 @@ sharding and any order in which workers finish (``tests/data/test_proposals.py``
 
 The filter sees each image's boxes in the pixels of the searched copy (see
 :func:`.generators.generate`'s ``search_size``); the file holds them in the image's pixels.
-For multispectral datasets (``lwir_file_name``) ``modality`` picks the searched frame:
-``visible``, ``lwir``, or ``both`` (each frame searched, their box lists interleaved by
-position, then filtered together, so that NMS removes the boxes both found).
+
+**Sources.** ``generator`` is a source spec (:mod:`.sources`): one generator on the frame(s)
+of ``modality``, a registered union (``kaist_thermal``) or ``NAME[@FRAME]`` parts joined by
+``+``. Their boxes are fused by :meth:`.filters.ProposalFilter.fuse` (each source's boxes
+that pass the rules, interleaved by rank, one NMS), so that NMS removes the boxes several
+sources found. The settings stored in a file name the expanded sources too, so that a file
+says what ran even if a union is later registered otherwise.
+
+A config gives the settings as ``DATASETS.PROPOSAL_SEARCH`` (:func:`settings_from_cfg`), so
+that a box-domain pre-training config names both its proposal file and how it is made.
 """
 
 import logging
@@ -20,7 +27,7 @@ import os
 import pickle
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -30,27 +37,26 @@ import tqdm
 from ...utils.file_io import atomic_write
 from ..image_io import read_image
 from ..multispectral import LWIR, VISIBLE, frame_file
-from .filters import ProposalFilter
+from .filters import ProposalFilter, filter_preset
 from .formats import write_proposal_file
-from .generators import PROPOSAL_GENERATORS, generate, to_image_pixels
+from .generators import generate, to_image_pixels
 from .journal import JournalFile, read_journal, shard_block, shard_path
+from .sources import parse_sources
 
 __all__ = [
-    "MODALITIES",
     "PROPOSALS_VERSION",
     "SearchSettings",
     "compute_proposals",
-    "merge_ranked",
     "merge_shards",
     "search_image",
+    "settings_from_cfg",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Bumped whenever a generator, a filter or the file layout changes what a file holds.
-PROPOSALS_VERSION = 2
-#: The frames of an image that are searched: one modality, or both (their boxes merged).
-MODALITIES = (VISIBLE, LWIR, "both")
+#: Bumped whenever a generator, a filter or the file layout changes what a file holds
+#: (3: thermal generators, unions; the rules apply to each source before the interleave).
+PROPOSALS_VERSION = 3
 
 #: One image's result: its boxes (N x 4 XYXY_ABS, in order) and its (height, width).
 Result = Tuple[np.ndarray, Tuple[int, int]]
@@ -60,51 +66,67 @@ Result = Tuple[np.ndarray, Tuple[int, int]]
 class SearchSettings:
     """Everything a proposal file is a function of."""
 
+    #: A source spec: a generator, a registered union, or ``NAME[@FRAME]+...`` (:mod:`.sources`).
     generator: str = "soco"
     #: 0: search each image at its own size (SoCo); else the longer side of the searched copy.
     search_size: int = 0
+    #: The frame of the sources that name none: ``visible``, ``lwir`` or ``both``.
     modality: str = VISIBLE
     filter: ProposalFilter = field(default_factory=ProposalFilter)
 
     def __post_init__(self):
-        if self.generator not in PROPOSAL_GENERATORS:
-            raise ValueError(f"generator {self.generator!r} is not one of {sorted(PROPOSAL_GENERATORS)}.")
-        if self.modality not in MODALITIES:
-            raise ValueError(f"modality {self.modality!r} is not one of {MODALITIES}.")
+        parse_sources(self.generator, self.modality)  # a ValueError naming what is wrong
         if self.search_size != 0 and self.search_size < 32:
             raise ValueError(f"search_size={self.search_size} is too small for selective search (0 or >= 32).")
 
+    @property
+    def sources(self) -> Tuple[Tuple[str, str], ...]:
+        """The ``(generator, frame)`` pairs searched, in the order their boxes are interleaved."""
+        return parse_sources(self.generator, self.modality)
+
     def describe(self) -> Dict[str, Any]:
-        """The settings as stored in files and journals."""
-        return {"version": PROPOSALS_VERSION, **asdict(self)}
+        """The settings as stored in files and journals (with the expanded sources)."""
+        sources = [f"{name}@{frame}" for name, frame in self.sources]
+        return {"version": PROPOSALS_VERSION, **asdict(self), "sources": sources}
 
 
-def merge_ranked(ranked: Sequence[np.ndarray]) -> np.ndarray:
-    """Interleave several ordered box lists (the first of each, then the second, ...)."""
-    ranked = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in ranked]
-    longest = max((len(b) for b in ranked), default=0)
-    rows: List[np.ndarray] = []
-    for i in range(longest):
-        rows.extend(b[i] for b in ranked if i < len(b))
-    return np.stack(rows) if rows else np.zeros((0, 4), dtype=np.float32)
+def settings_from_cfg(cfg: Any) -> SearchSettings:
+    """The :class:`SearchSettings` of a config's ``DATASETS.PROPOSAL_SEARCH`` (GENERATOR,
+    MODALITY, PRESET, SIZE; ``detpre/config/defaults.py``); a ValueError names the key."""
+    node = cfg.DATASETS.PROPOSAL_SEARCH
+    try:
+        preset = filter_preset(node.PRESET)
+    except KeyError as e:
+        raise ValueError(f"DATASETS.PROPOSAL_SEARCH.PRESET: {e.args[0]}") from None
+    try:
+        return SearchSettings(generator=node.GENERATOR, search_size=node.SIZE, modality=node.MODALITY, filter=preset)
+    except ValueError as e:
+        keys = f"GENERATOR={node.GENERATOR!r}, MODALITY={node.MODALITY!r}, SIZE={node.SIZE!r}"
+        raise ValueError(f"DATASETS.PROPOSAL_SEARCH ({keys}): {e}") from None
 
 
-def image_files(record: Dict[str, Any], modality: str) -> List[str]:
-    """The frame(s) of a dataset dict that ``modality`` searches."""
-    return [frame_file(record, m) for m in ((VISIBLE, LWIR) if modality == "both" else (modality,))]
+def image_files(record: Dict[str, Any], settings: SearchSettings) -> Dict[str, str]:
+    """``{frame: file}`` of a dataset dict, for the frames ``settings``' sources search."""
+    frames = {frame for _, frame in settings.sources}
+    return {m: frame_file(record, m) for m in (VISIBLE, LWIR) if m in frames}
 
 
-def search_image(files: Sequence[str], settings: SearchSettings) -> Result:
-    """The filtered proposals of one image (its frames searched separately, then merged)."""
-    ranked, shape, searched = [], None, None
-    for path in files:
+def search_image(files: Mapping[str, str], settings: SearchSettings) -> Result:
+    """The filtered proposals of one image (``files``: ``{frame: file}``): each source run on
+    its frame, their boxes fused by the filter."""
+    frames: Dict[str, np.ndarray] = {}
+    shape = None
+    for modality, path in files.items():
         image = read_image(path, cv2.IMREAD_COLOR)
         if shape is not None and image.shape[:2] != shape:
-            raise ValueError(f"Frames of one image differ in size: {files} ({shape} vs {image.shape[:2]}).")
+            raise ValueError(f"Frames of one image differ in size: {dict(files)} ({shape} vs {image.shape[:2]}).")
         shape = image.shape[:2]
-        boxes, searched = generate(settings.generator, image, settings.search_size)
+        frames[modality] = image
+    ranked, searched = [], None
+    for name, modality in settings.sources:
+        boxes, searched = generate(name, frames[modality], settings.search_size)
         ranked.append(boxes)
-    kept = settings.filter(merge_ranked(ranked), searched)
+    kept = settings.filter.fuse(ranked, searched)
     return to_image_pixels(kept, searched, shape), (int(shape[0]), int(shape[1]))
 
 
@@ -114,7 +136,7 @@ def _init_worker() -> None:
     torch.set_num_threads(1)
 
 
-def _search_task(task: Tuple[Any, List[str], SearchSettings]) -> Tuple[Any, Result]:
+def _search_task(task: Tuple[Any, Dict[str, str], SearchSettings]) -> Tuple[Any, Result]:
     image_id, files, settings = task
     return image_id, search_image(files, settings)
 
@@ -128,7 +150,7 @@ def _search_all(
         raise ValueError("Dataset image_ids are not unique: a proposal file is keyed by image_id.")
     header = {"settings": settings.describe()}
     done = read_journal(journal, header)
-    todo = [(d["image_id"], image_files(d, settings.modality), settings) for d in dicts if d["image_id"] not in done]
+    todo = [(d["image_id"], image_files(d, settings), settings) for d in dicts if d["image_id"] not in done]
     logger.info("%d images, %d already done (%s), %d to search.", len(ids), len(done), journal, len(todo))
     with JournalFile(journal, header) as f:
         results: Iterable[Tuple[Any, Result]]

@@ -13,18 +13,47 @@ ratio as ``1/r <= w/h <= r``, the size as ``sqrt(w*h) / sqrt(W*H)``), so that a 
 SoCo's verdict on every box. Presets are registered by name (:data:`FILTER_PRESETS`,
 :func:`register_filter_preset`): ``coco_aligndet`` is AlignDet's; ``detpre_v1`` is what
 detpre used before it matched AlignDet (no pixel minimum, a 0.02 size floor, top 100), kept to
-reproduce old files. A dataset whose objects are not COCO's (KAIST pedestrians) registers its
-own preset beside them.
+reproduce old files; ``kaist_pedestrian`` is for KAIST's pedestrians (below).
+
+Several sources of boxes (the frames of a pair, several generators) are fused by
+:meth:`ProposalFilter.fuse`: each source's boxes that pass the rules, interleaved by rank
+(the first of each source, then the second, ...: their scores, where they have any, are not
+comparable), then one NMS and the cap over the fused list, so that a box two sources found
+is kept once, where it ranked first.
+
+``kaist_pedestrian``: KAIST's pedestrians are small and upright (a 55 px tall person, the
+protocol's "reasonable" minimum, is about 23 px wide): AlignDet's 32 px sides and its
+symmetric aspect window [1/3, 3] would drop most of them and keep lying boxes. Its rules:
+
+* w / h within [0.2, 1.0]: upright (never wider than tall; a cyclist or a group is at most
+  about square), and at least half Dollar et al.'s standard 0.41 (PAMI 2012): a box of the
+  same height and a narrower shape cannot reach IoU 0.5 with a standard pedestrian;
+* height at least 20 px and no minimum width: 20 px is the smallest height Caltech's
+  evaluation counts (``dbEval.m``: "All" [20, inf), "Scale=far" [20, 30]; KAIST's "far",
+  [1, 45], sets no floor), and about the smallest object detpre's KAIST detectors anchor
+  (32 px anchors on frames upscaled 1.5x, ``configs/KAIST/Base-KAIST-RCNN-FPN.yaml``);
+* sizes up to AlignDet's 0.8 (on a 640 x 512 frame, a square of 458 px: no person), NMS 0.5
+  as AlignDet (in its contrastive loss two RoIs of one person would be each other's
+  negatives), top 300 per image (the budget the KAIST issue sets).
+
+The heights are in the pixels of the searched copy (the image itself by default).
 """
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from detectron2.layers import nms
 
-__all__ = ["FILTER_PRESETS", "ProposalFilter", "filter_preset", "rank_logits", "register_filter_preset"]
+__all__ = [
+    "FILTER_PRESETS",
+    "ProposalFilter",
+    "filter_preset",
+    "merge_ranked",
+    "rank_logits",
+    "register_filter_preset",
+]
 
 
 @dataclass(frozen=True)
@@ -33,7 +62,7 @@ class ProposalFilter:
 
     #: Both sides at least this many pixels (SoCo's ``w >= 32 and h >= 32``); 0 disables.
     min_side: float = 32.0
-    #: ``1 / r <= w / h <= r``.
+    #: ``1 / r <= w / h <= r`` (the lower end is ``min_aspect_ratio`` when that is set).
     max_aspect_ratio: float = 3.0
     #: ``sqrt(box area / image area)`` window, both ends included.
     min_relative_size: float = 0.0
@@ -43,11 +72,18 @@ class ProposalFilter:
     nms_threshold: float = 0.5
     #: Boxes kept per image, first ones first; None keeps all.
     top_k: Optional[int] = None
+    #: Box height at least this many pixels (a pedestrian rule; SoCo has none); 0 disables.
+    min_height: float = 0.0
+    #: The lower end of the w / h window; None: SoCo's symmetric ``1 / max_aspect_ratio``.
+    min_aspect_ratio: Optional[float] = None
 
     def __post_init__(self):
+        low = self.min_aspect_ratio
         checks = {
             "min_side": self.min_side >= 0.0,
-            "max_aspect_ratio": self.max_aspect_ratio >= 1.0,
+            "max_aspect_ratio": self.max_aspect_ratio >= 1.0 if low is None else self.max_aspect_ratio > 0.0,
+            "min_aspect_ratio": low is None or 0.0 < low <= self.max_aspect_ratio,
+            "min_height": self.min_height >= 0.0,
             "min_relative_size": 0.0 <= self.min_relative_size < self.max_relative_size,
             "max_relative_size": 0.0 < self.max_relative_size <= 1.0,
             "nms_threshold": 0.0 < self.nms_threshold <= 1.0,
@@ -63,10 +99,11 @@ class ProposalFilter:
         height, width = image_size
         w = boxes[:, 2] - boxes[:, 0]
         h = boxes[:, 3] - boxes[:, 1]
-        keep = (w > 0) & (h > 0) & (w >= self.min_side) & (h >= self.min_side)
+        keep = (w > 0) & (h > 0) & (w >= self.min_side) & (h >= self.min_side) & (h >= self.min_height)
         ratio = np.divide(w, h, out=np.zeros_like(w), where=keep)
         r = self.max_aspect_ratio
-        keep &= (1.0 / r <= ratio) & (ratio <= r)
+        low = 1.0 / r if self.min_aspect_ratio is None else self.min_aspect_ratio
+        keep &= (low <= ratio) & (ratio <= r)
         size = np.sqrt(np.clip(w * h, 0, None)) / np.sqrt(float(width * height))
         keep &= (self.min_relative_size <= size) & (size <= self.max_relative_size)
         return keep
@@ -74,13 +111,29 @@ class ProposalFilter:
     def __call__(self, boxes: np.ndarray, image_size: Tuple[int, int]) -> np.ndarray:
         """Filter ``boxes`` (N x 4 XYXY, in the generator's order) of an image of ``(height, width)``;
         the kept boxes stay in that order."""
-        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        boxes = boxes[self.keep(boxes, image_size)]
+        return self.fuse([boxes], image_size)
+
+    def fuse(self, ranked: Sequence[np.ndarray], image_size: Tuple[int, int]) -> np.ndarray:
+        """Filter several sources' boxes of one image (each list in its source's order): each
+        list's boxes that pass the rules, interleaved by rank (:func:`merge_ranked`), then NMS
+        and the cap over the fused list, which keeps that order."""
+        ranked = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in ranked]
+        boxes = merge_ranked([b[self.keep(b, image_size)] for b in ranked])
         if len(boxes) and self.nms_threshold < 1.0:
             kept = nms(torch.from_numpy(boxes), torch.from_numpy(rank_logits(len(boxes))), self.nms_threshold)
             # torchvision's NMS returns the kept indices by decreasing score, i.e. in order.
             boxes = boxes[kept.numpy()]
         return boxes if self.top_k is None else boxes[: self.top_k]
+
+
+def merge_ranked(ranked: Sequence[np.ndarray]) -> np.ndarray:
+    """Interleave several ordered box lists (the first of each, then the second, ...)."""
+    ranked = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in ranked]
+    longest = max((len(b) for b in ranked), default=0)
+    rows: List[np.ndarray] = []
+    for i in range(longest):
+        rows.extend(b[i] for b in ranked if i < len(b))
+    return np.stack(rows) if rows else np.zeros((0, 4), dtype=np.float32)
 
 
 def rank_logits(n: int) -> np.ndarray:
@@ -109,3 +162,8 @@ def filter_preset(name: str) -> ProposalFilter:
 register_filter_preset("coco_aligndet", ProposalFilter())
 # detpre before it matched AlignDet: no pixel minimum, size floor 0.02, top 100 per image.
 register_filter_preset("detpre_v1", ProposalFilter(min_side=0.0, min_relative_size=0.02, top_k=100))
+# KAIST pedestrians (module docstring): upright w / h in [0.2, 1], at least 20 px tall, NMS 0.5, top 300.
+register_filter_preset(
+    "kaist_pedestrian",
+    ProposalFilter(min_side=0.0, max_aspect_ratio=1.0, min_aspect_ratio=0.2, min_height=20.0, top_k=300),
+)

@@ -15,30 +15,44 @@ boxes first. Registered here:
   its set of boxes is reproducible, so it is re-ordered here by area, smallest first (ties
   by coordinates), which keeps OpenCV's intent of low levels first and is deterministic.
 
-A single-channel frame (thermal) is searched as grey replicated on three channels. Another
-source of boxes (a thermal-specific search, an unsupervised detector) registers itself with
+A single-channel frame (thermal) is searched as grey replicated on three channels.
+
+* ``thermal_blobs`` / ``thermal_mser`` (:mod:`.thermal`): pedestrian-shaped boxes of the warm,
+  upright blobs of a thermal frame (multi-threshold connected components / MSER of its warm
+  contrast); order: decreasing thermal contrast against a ring around the box. They look for
+  warmth, so they are registered as *thermal* (:data:`THERMAL_GENERATORS`): a proposal run
+  gives them the LWIR frame only.
+
+Another source of boxes (an unsupervised detector) registers itself with
 :func:`register_generator`.
 """
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Set, Tuple
 
 import cv2
 import numpy as np
 
 from .selective_search import soco_selective_search
+from .thermal import thermal_blob_proposals, thermal_mser_proposals
 
-__all__ = ["PROPOSAL_GENERATORS", "generate", "register_generator", "to_image_pixels"]
+__all__ = ["PROPOSAL_GENERATORS", "THERMAL_GENERATORS", "generate", "register_generator", "to_image_pixels"]
 
 Generator = Callable[[np.ndarray], np.ndarray]
 #: name -> generator (BGR uint8 image -> N x 4 XYXY float32 boxes, documented order).
 PROPOSAL_GENERATORS: Dict[str, Generator] = {}
+#: The generators that need a thermal frame (their boxes mean nothing on a colour one).
+THERMAL_GENERATORS: Set[str] = set()
 
 
-def register_generator(name: str) -> Callable[[Generator], Generator]:
+def register_generator(name: str, thermal: bool = False) -> Callable[[Generator], Generator]:
+    """Register a generator under ``name``; ``thermal``: it only makes sense on a thermal frame."""
+
     def wrap(fn: Generator) -> Generator:
         if name in PROPOSAL_GENERATORS:
             raise ValueError(f"Proposal generator {name!r} is already registered.")
         PROPOSAL_GENERATORS[name] = fn
+        if thermal:
+            THERMAL_GENERATORS.add(name)
         return fn
 
     return wrap
@@ -78,6 +92,10 @@ def opencv_fast(image: np.ndarray) -> np.ndarray:
 @register_generator("opencv_quality")
 def opencv_quality(image: np.ndarray) -> np.ndarray:
     return _opencv(image, quality=True)
+
+
+register_generator("thermal_blobs", thermal=True)(thermal_blob_proposals)
+register_generator("thermal_mser", thermal=True)(thermal_mser_proposals)
 
 
 def generate(name: str, image: np.ndarray, search_size: int = 0) -> Tuple[np.ndarray, Tuple[int, int]]:
