@@ -15,6 +15,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 import detpre  # noqa: F401  (registers detpre's backbones, heads and datasets)
+from detpre.analysis.study_spec import is_study_file
 from detpre.data.datasets.subsets import ensure_subset_registered
 from detpre.layers.norm import resolve_norms
 from detpre.solver import apply_schedule
@@ -25,7 +26,9 @@ from toy_configs import SMALL, drop_weights, load_config, toy_batch  # noqa: E40
 
 from conftest import REPO  # noqa: E402
 
-CONFIGS = sorted(REPO.glob("configs/**/*.yaml"))
+# Study files (tools/init_study.py --study) live beside the configs they name; they are tested in
+# tests/analysis/test_init_study.py.
+CONFIGS = sorted(p for p in REPO.glob("configs/**/*.yaml") if not is_study_file(str(p)))
 IDS = [str(p.relative_to(REPO / "configs")) for p in CONFIGS]
 
 
