@@ -14,16 +14,25 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_tool(name: str) -> ModuleType:
-    """``tools/<name>.py`` as a module, loaded by path: ``tools/`` is not a package (Detectron2's
-    wheel installs a top-level ``tools`` package of its own)."""
-    module_name = f"detpre_tool_{name}"
+def _load_script(folder: str, name: str) -> ModuleType:
+    module_name = f"detpre_{folder}_{name}"
     if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, REPO / "tools" / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(module_name, REPO / folder / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
     return sys.modules[module_name]
+
+
+def load_tool(name: str) -> ModuleType:
+    """``tools/<name>.py`` as a module, loaded by path: ``tools/`` is not a package (Detectron2's
+    wheel installs a top-level ``tools`` package of its own)."""
+    return _load_script("tools", name)
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """``benchmarks/<name>.py`` as a module, loaded by path (``benchmarks/`` is not a package)."""
+    return _load_script("benchmarks", name)
 
 
 def shared_data_dir() -> Path:

@@ -63,7 +63,9 @@ def toy_instances(cfg, seed: int) -> Instances:
 
 def toy_batch(cfg):
     """Two synthetic images; for box-domain pre-training, each in two views whose instances
-    are the proposals (with their identities)."""
+    are the proposals (with their identities); for image-domain pre-training, two views of
+    one size as ``TwoCropDatasetMapper`` gives them (cross-modal: the visible, then the
+    thermal one)."""
     channels = len(cfg.MODEL.PIXEL_MEAN)
     g = torch.Generator().manual_seed(0)
     batch = [
@@ -75,8 +77,23 @@ def toy_batch(cfg):
         }
         for seed in range(2)
     ]
+    if cfg.MODEL.META_ARCHITECTURE == "ImageDomainPretrainer":
+        shown = ("visible", "lwir") if cfg.MODEL.IMAGE_DOMAIN.CROSS_MODAL else (None, None)
+        return [
+            {"views": [{"image": image, "modality": m} for image, m in zip((x["image"], x["image"].flip(-1)), shown)]}
+            for x in batch
+        ]
     if cfg.MODEL.META_ARCHITECTURE != "BoxDomainPretrainer":
         return batch
     for x in batch:
         x["instances"].gt_ids = torch.arange(len(x["instances"]))
     return [{"views": [x, dict(x, image=x["image"].flip(-1))]} for x in batch]
+
+
+def train_step(model, optimizer, batch):
+    """One SGD step of ``model`` on ``batch``; its losses."""
+    losses = model(batch)
+    optimizer.zero_grad()
+    sum(losses.values()).backward()
+    optimizer.step()
+    return losses

@@ -59,6 +59,7 @@ from ..checkpoint.convert import convert_resnet_state_dict, read_state_dict, res
 from ..config import load_cfg
 from ..config.loader import as_overrides, flatten_keys
 from ..modeling.meta_arch.box_domain_weights import BOX_DOMAIN_WEIGHTS_KEY
+from ..modeling.meta_arch.pretrained_weights import input_weights_key
 from ..solver.schedule import parse_schedule
 from ..utils.curves import Curve, draw_curves
 from ..utils.file_io import atomic_write
@@ -79,7 +80,6 @@ __all__ = [
     "StudyPlan",
     "Cell",
     "InitStudy",
-    "input_weights_key",
     "prepare_weights",
     "final_metric",
     "is_finished",
@@ -164,16 +164,6 @@ def prepare_weights(entry: Union[Init, Stage], weights_dir: str) -> Weights:
 
 
 # ------------------------------------------------------------------------- runs
-def input_weights_key(cfg: CfgNode) -> str:
-    """The key through which a config's model takes its starting weights.
-
-    A box-domain pre-training wraps a detector whose image-domain weights are
-    ``MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS`` (its ``MODEL.WEIGHTS`` is for box-domain checkpoints
-    of the wrapper); every other model, image-domain pre-training included, takes ``MODEL.WEIGHTS``.
-    """
-    return BOX_DOMAIN_WEIGHTS_KEY if cfg.MODEL.META_ARCHITECTURE == "BoxDomainPretrainer" else "MODEL.WEIGHTS"
-
-
 @dataclass
 class RunPlan:
     """One cell of the matrix, resolved: its folder, launcher arguments and config."""

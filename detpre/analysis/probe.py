@@ -7,6 +7,7 @@ refit on train + validation and report top-1 and mean per-class accuracy on the 
 Mean per-class accuracy is the number to quote for unbalanced sets (Caltech-256, SUN-397).
 """
 
+import os
 from dataclasses import asdict, dataclass
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -124,13 +125,25 @@ def run_probe(
     """``{stage: ProbeResult}`` of the backbone of ``cfg`` + ``weights`` on ``data``."""
     paths, labels, classes = image_folder(data, cfg.INPUT.FORMAT)
     splits = split_indices(labels, val_fraction, 0.0 if test_data else test_fraction, seed)
-    feats = pooled_features(cfg, weights, data, paths, stages, size, cache_dir, batch_size, device)
     test_feats = None
-    if test_data:
+    if not test_data:
+        feats = pooled_features(cfg, weights, data, paths, stages, size, cache_dir, batch_size, device)
+    else:
         test_paths, test_labels, test_classes = image_folder(test_data, cfg.INPUT.FORMAT)
         if test_classes != classes:
             raise ValueError(f"{test_data} has classes {test_classes[:5]}..., {data} has {classes[:5]}...")
-        test_feats = pooled_features(cfg, weights, test_data, test_paths, stages, size, cache_dir, batch_size, device)
+        if weights:
+            feats = pooled_features(cfg, weights, data, paths, stages, size, cache_dir, batch_size, device)
+            test_feats = pooled_features(
+                cfg, weights, test_data, test_paths, stages, size, cache_dir, batch_size, device
+            )
+        else:
+            # A random init is drawn anew at every build: both folders go through one build, or
+            # the test features would come from another network than the classifier's.
+            both = [os.path.join(data, p) for p in paths] + [os.path.join(test_data, p) for p in test_paths]
+            everything = pooled_features(cfg, weights, "", both, stages, size, None, batch_size, device)
+            feats = {s: f[: len(paths)] for s, f in everything.items()}
+            test_feats = {s: f[len(paths) :] for s, f in everything.items()}
     results = {}
     for stage in stages:
         test_set = (test_feats[stage], test_labels) if test_feats else None

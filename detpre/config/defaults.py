@@ -17,6 +17,7 @@ def add_detpre_config(cfg: CN) -> None:
         add_data_config,
         add_kaist_config,
         add_box_domain_config,
+        add_image_domain_config,
         add_speed_config,
         add_evaluation_config,
         add_logging_config,
@@ -182,6 +183,80 @@ def add_box_domain_config(cfg: CN) -> None:
     # Only the first this many proposals of an image (in the file's order) are used, the same
     # in both views; 0 uses all. AlignDet: all for R-CNN, 50 for RetinaNet.
     _C.INPUT.TWO_VIEW.MAX_PROPOSALS = 0
+
+
+def add_image_domain_config(cfg: CN) -> None:
+    """Image-domain self-supervised pre-training: ``MODEL.IMAGE_DOMAIN`` and ``INPUT.IMAGE_DOMAIN``."""
+    _C = cfg
+    # MODEL.META_ARCHITECTURE "ImageDomainPretrainer" pre-trains the bottom-up network of the
+    # backbone this config builds (MODEL.BACKBONE.NAME, MODEL.RESNETS.*; an FPN's bottom_up)
+    # by contrasting two views of unlabeled images ("TwoCropDatasetMapper"), MoCo-style:
+    # a query encoder trained by SGD, a key encoder that is its exponential moving average,
+    # and queues of past keys as negatives. tools/convert_pretrained.py turns the checkpoint
+    # into backbone weights for MODEL.WEIGHTS or MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS.
+    # See docs/image_domain_ssl.md (fidelity to the official MoCo v2 / DenseCL code).
+    _C.MODEL.IMAGE_DOMAIN = CN()
+    # "moco_v2": one global embedding per view (average-pooled last stage, MLP head), InfoNCE
+    # against a queue. "densecl": plus a dense embedding per location of the last stage
+    # (1x1-conv head), matched across views by the most similar backbone feature, with its
+    # own queue of pooled dense keys; the loss is (1 - DENSE_LOSS_WEIGHT) * global +
+    # DENSE_LOSS_WEIGHT * dense.
+    _C.MODEL.IMAGE_DOMAIN.METHOD = "moco_v2"
+    # Paired visible + thermal data (a multispectral INPUT.FORMAT): the two views are the
+    # visible and the thermal frame of one pair (CMC's cross-modal views), each seen alone
+    # (early fusion: the other modality's channels are zero after normalisation; halfway
+    # fusion: only that frame's stream runs). The loss is symmetric (visible queries against
+    # thermal keys and the reverse, averaged), with one queue per modality. Read by the
+    # mapper too.
+    _C.MODEL.IMAGE_DOMAIN.CROSS_MODAL = False
+    # Output width of the projection heads (MoCo v2: 128).
+    _C.MODEL.IMAGE_DOMAIN.EMBED_DIM = 128
+    # Hidden width of the projection heads (MoCo v2 / DenseCL: the last stage's width, 2048
+    # for a ResNet-50; a ResNet-18's is 512).
+    _C.MODEL.IMAGE_DOMAIN.HIDDEN_DIM = 2048
+    # Keys kept as negatives, per queue (MoCo v2: 65536); a multiple of SOLVER.IMS_PER_BATCH.
+    _C.MODEL.IMAGE_DOMAIN.QUEUE_SIZE = 65536
+    # "random": the queues start as random unit vectors, negatives from the first step (MoCo
+    # v2, DenseCL). "empty": only keys of past batches are negatives, the queue growing until
+    # full. Random negatives reward mapping every image to one point far from them; BN's batch
+    # centering forbids that, GN does not: a GN backbone from scratch collapsed so on the demo
+    # data (docs/image_domain_ssl.md), hence "empty" in detpre's GN configs.
+    _C.MODEL.IMAGE_DOMAIN.QUEUE_START = "random"
+    # EMA momentum of the key encoder, constant (MoCo v2 / DenseCL: 0.999).
+    _C.MODEL.IMAGE_DOMAIN.MOMENTUM = 0.999
+    # InfoNCE temperature (MoCo v2 / DenseCL: 0.2).
+    _C.MODEL.IMAGE_DOMAIN.TEMPERATURE = 0.2
+    # DenseCL's lambda: the weight of the dense loss, the global one getting 1 - lambda
+    # (DenseCL: 0.5). Unused by "moco_v2".
+    _C.MODEL.IMAGE_DOMAIN.DENSE_LOSS_WEIGHT = 0.5
+
+    # Two augmented square crops of an image ("TwoCropDatasetMapper"), MoCo v2's "aug+";
+    # annotations are ignored. Each view draws its own crop, flip and photometric ops; the
+    # frames of a multispectral pair share the view's crop and flip.
+    _C.INPUT.IMAGE_DOMAIN = CN()
+    # Side of the square crops, in pixels (MoCo v2: 224).
+    _C.INPUT.IMAGE_DOMAIN.CROP_SIZE = 224
+    # RandomResizedCrop: area fraction and aspect-ratio range of the crop (MoCo v2: (0.2, 1)
+    # and torchvision's (3/4, 4/3)).
+    _C.INPUT.IMAGE_DOMAIN.CROP_SCALE = (0.2, 1.0)
+    _C.INPUT.IMAGE_DOMAIN.CROP_RATIO = (0.75, 1.3333333333333333)
+    # ColorJitter brightness, contrast, saturation, hue, applied with probability
+    # COLOR_JITTER_PROB (MoCo v2: (0.4, 0.4, 0.4, 0.1), 0.8). A thermal frame gets the
+    # brightness and contrast jitter only: saturation and hue mean nothing on one channel.
+    _C.INPUT.IMAGE_DOMAIN.COLOR_JITTER = (0.4, 0.4, 0.4, 0.1)
+    _C.INPUT.IMAGE_DOMAIN.COLOR_JITTER_PROB = 0.8
+    # RandomGrayscale of the visible frame (MoCo v2: 0.2); never applied to a thermal frame.
+    _C.INPUT.IMAGE_DOMAIN.GRAYSCALE_PROB = 0.2
+    # PIL Gaussian blur, sigma drawn uniformly in BLUR_SIGMA, with probability BLUR_PROB
+    # (MoCo v2: (0.1, 2.0), 0.5); both frames.
+    _C.INPUT.IMAGE_DOMAIN.BLUR_SIGMA = (0.1, 2.0)
+    _C.INPUT.IMAGE_DOMAIN.BLUR_PROB = 0.5
+    # Horizontal flip probability (MoCo v2: 0.5).
+    _C.INPUT.IMAGE_DOMAIN.FLIP_PROB = 0.5
+    # With MODEL.IMAGE_DOMAIN.CROSS_MODAL: the visible and the thermal view share one crop and
+    # flip (CMC: the modality is the view; KAIST pairs are pixel-aligned). False draws a crop
+    # per view, as for two views of one modality.
+    _C.INPUT.IMAGE_DOMAIN.CROSS_MODAL_SHARED_CROP = True
 
 
 def add_speed_config(cfg: CN) -> None:

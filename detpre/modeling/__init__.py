@@ -2,6 +2,6 @@
 
 from . import (  # noqa: F401
     backbone,
-    meta_arch,  # noqa: F401  (registers BoxDomainPretrainer)
+    meta_arch,  # noqa: F401  (registers BoxDomainPretrainer, ImageDomainPretrainer)
     roi_heads,
 )

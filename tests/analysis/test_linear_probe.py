@@ -116,6 +116,15 @@ def test_probe_is_above_chance_and_matches_a_direct_sklearn_fit(folder, weights,
         assert r.mean_per_class == pytest.approx(balanced_accuracy_score(labels[test], predicted))
 
 
+def test_a_random_init_embeds_the_test_folder_with_the_network_of_the_training_folder(folder):
+    """Without weights the backbone is a fresh random draw at each build: the test folder must go
+    through the same one, or a classifier fitted on one network is scored on another's features."""
+    torch.manual_seed(0)
+    results = run_probe(tiny_cfg(), "", folder, ["res5"], None, test_data=folder, size=SIZE, cs=(1.0,))
+    # Fitted on train + validation of these very images: a second network would score about chance.
+    assert results["res5"].top1 > 0.9, results["res5"]
+
+
 def test_features_are_cached_and_the_cache_follows_the_checkpoint(folder, weights, tmp_path, monkeypatch):
     cache = str(tmp_path / "cache")
     cfg = tiny_cfg()

@@ -6,7 +6,6 @@ The experiment itself (five arms, paired seeds, numbers in README / BENCHMARKS.m
 ``benchmarks/aligndet_small_scale.py``: too long for the suite.
 """
 
-import importlib.util
 import json
 import uuid
 
@@ -22,7 +21,7 @@ from detpre.data.datasets.subsets import ensure_subset_registered
 from detpre.engine.trainer import DetpreTrainer
 from detpre.utils.metrics import read_metrics
 
-from conftest import REPO, load_tool
+from conftest import REPO, load_benchmark, load_tool
 
 convert_pretrained = load_tool("convert_pretrained")
 precompute_proposals = load_tool("precompute_proposals")
@@ -106,11 +105,7 @@ def test_pretrain_from_a_proposal_json_convert_finetune_through_the_tools(demo, 
 
 
 def test_the_five_arm_experiment_script_runs(demo, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "aligndet_small_scale", REPO / "benchmarks" / "aligndet_small_scale.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_benchmark("aligndet_small_scale")
     argv = ["--seeds", "0", "--pretrain-iters", "2", "--finetune-iters", "2", "--output-dir", str(tmp_path)]
     argv += ["--unlabeled", _dataset(f"{demo}_train_8_s1"), "--labeled", _dataset(f"{demo}_train_8_s0")]
     argv += ["--val", _dataset(f"{demo}_val_8_s0")]

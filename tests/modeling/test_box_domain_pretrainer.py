@@ -11,6 +11,7 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils.events import EventStorage
+from toy_configs import train_step
 
 from detpre import add_detpre_config
 from detpre.modeling.meta_arch import BoxDomainPretrainer
@@ -77,14 +78,6 @@ def fake_batch(seed=0):
         {"views": [fake_view(seed), fake_view(seed + 1)]},
         {"views": [fake_view(seed + 2, 72, 64), fake_view(seed + 3, 72, 64, n=0)]},
     ]
-
-
-def train_step(model, optimizer, batch):
-    losses = model(batch)
-    optimizer.zero_grad()
-    sum(losses.values()).backward()
-    optimizer.step()
-    return losses
 
 
 def _optimizer(model):

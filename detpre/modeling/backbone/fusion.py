@@ -16,7 +16,7 @@ parameters keep Detectron2's names and load any Detectron2/ImageNet ResNet check
 
 import copy
 import logging
-from typing import Dict
+from typing import Dict, Optional
 
 import fvcore.nn.weight_init as weight_init
 import torch
@@ -29,7 +29,7 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from torch import nn
 
 from ...checkpoint import DetpreCheckpointer
-from ...data.multispectral import MultispectralFormat
+from ...data.multispectral import LWIR, VISIBLE, MultispectralFormat
 from ...layers.norm import get_norm
 from .scratch_resnet_fpn import zero_init_last_norms
 
@@ -90,23 +90,45 @@ class HalfwayFusionResNet(Backbone):
         self._out_feature_strides = {f: visible_shapes[f].stride for f in self._out_features}
         self._out_feature_channels = {f: visible_shapes[f].channels for f in self._out_features}
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        v = self.visible.stem(x[:, : self.visible_channels])
-        t = self.thermal.stem(x[:, self.visible_channels :])
+    def forward(self, x: torch.Tensor, modality: Optional[str] = None) -> Dict[str, torch.Tensor]:
+        """The fused features of ``x`` (visible channels first, then thermal).
+
+        With ``modality`` ("visible" or "lwir"), only that frame's stream runs and the other
+        stream's features are zeros where the streams are fused: one frame seen alone, as
+        image-domain cross-modal pre-training shows them (its channels of the other modality
+        in ``x`` are not read). The shared trunk after the fusion stage runs either way.
+        """
+        if modality not in (None, VISIBLE, LWIR):
+            raise ValueError(f"HalfwayFusionResNet: modality {modality!r} is not None, {VISIBLE!r} or {LWIR!r}.")
+        v = self.visible.stem(x[:, : self.visible_channels]) if modality != LWIR else None
+        t = self.thermal.stem(x[:, self.visible_channels :]) if modality != VISIBLE else None
         thermal_stages = dict(zip(self.thermal.stage_names, self.thermal.stages))
         outputs = {}
         for name, stage in zip(self.visible.stage_names, self.visible.stages):
-            v = stage(v)
-            feature = v
             if name in thermal_stages:  # up to the fusion stage: the streams run apart
-                t = thermal_stages[name](t)
+                v = stage(v) if v is not None else None
+                t = thermal_stages[name](t) if t is not None else None
+                feature = v
                 if name in self.fuse:
-                    feature = self.fuse[name](torch.cat([v, t], dim=1))
+                    feature = self.fuse[name](self._both(name, v, t))
                     if name == self.fusion_stage:
                         v = feature  # from here on, one shared stream
+            else:
+                v = stage(v)
+                feature = v
             if name in self._out_features:
                 outputs[name] = feature
         return outputs
+
+    def _both(self, stage: str, v: Optional[torch.Tensor], t: Optional[torch.Tensor]) -> torch.Tensor:
+        """The input of a fusion conv: both streams' maps, zeros for a stream that did not run."""
+        conv = self.fuse[stage]
+        visible_channels = conv.out_channels  # the fusion conv maps back to the visible width
+        if v is None:
+            v = t.new_zeros((t.shape[0], visible_channels, *t.shape[2:]))
+        if t is None:
+            t = v.new_zeros((v.shape[0], conv.in_channels - visible_channels, *v.shape[2:]))
+        return torch.cat([v, t], dim=1)
 
     def output_shape(self) -> Dict[str, ShapeSpec]:
         return {

@@ -70,6 +70,27 @@ class ConversionReport:
         and fine-tuning configs describe different models."""
         return {k: why for k, why in self.reinitialized.items() if why not in EXPECTED}
 
+    def place(
+        self,
+        weights: Dict[str, torch.Tensor],
+        key: str,
+        name: str,
+        value: torch.Tensor,
+        target: Optional[Mapping[str, torch.Tensor]],
+    ) -> None:
+        """Put checkpoint tensor ``key`` into ``weights`` as ``name``, unless the fine-tuning
+        model (``target``, when given) has no such tensor (dropped) or one of another shape
+        (re-initialised, with both shapes)."""
+        if target is not None and name not in target:
+            self.dropped.append(key)
+        elif target is not None and tuple(target[name].shape) != tuple(value.shape):
+            self.reinitialized[name] = (
+                f"shape {tuple(value.shape)} in pre-training, {tuple(target[name].shape)} in the fine-tuning model"
+            )
+        else:
+            weights[name] = value
+            self.kept.append(name)
+
     def summary(self) -> str:
         lines = [
             f"kept {len(self.kept)} tensors of the online detector",
@@ -108,15 +129,8 @@ def box_domain_to_detector(
             report.reinitialized[name] = UNTRAINED
         elif not keep_heads and is_final_regression(name):
             report.reinitialized[name] = FINAL_LAYER
-        elif target is not None and name not in target:
-            report.dropped.append(key)
-        elif target is not None and tuple(target[name].shape) != tuple(value.shape):
-            report.reinitialized[name] = (
-                f"shape {tuple(value.shape)} in pre-training, {tuple(target[name].shape)} in the fine-tuning model"
-            )
         else:
-            weights[name] = value
-            report.kept.append(name)
+            report.place(weights, key, name, value, target)
     if target is not None:
         for name in target:
             if name not in weights and name not in report.reinitialized and not name.endswith("num_batches_tracked"):
