@@ -715,15 +715,12 @@ def test_the_kaist_study_ranks_every_route_on_one_detector(tmp_path):
     )
     # Each conversion is checked against the config of what starts from it.
     consumers = {c.consumer: c.argv[4] for c in plan.conversions}
+    kaist, aligndet = REPO / "configs" / "KAIST", REPO / "configs" / "AlignDet" / "KAIST"
     assert consumers == {
-        "stage ssl_boxdomain": str(
-            REPO / "configs/KAIST/aligndet_pretrain_faster_rcnn_R_50_FPN_early_fusion_gn_mocov2.yaml"
-        ),
-        "init ssl": str(REPO / "configs/KAIST/faster_rcnn_R_50_FPN_early_fusion_gn_mocov2.yaml"),
-        "init ssl_boxdomain": str(REPO / "configs/KAIST/faster_rcnn_R_50_FPN_early_fusion_gn_mocov2_aligndet.yaml"),
-        "init imagenet_boxdomain": str(
-            REPO / "configs/AlignDet/KAIST/finetune_faster_rcnn_R_50_FPN_early_fusion_gn_imagenet.yaml"
-        ),
+        "stage ssl_boxdomain": str(kaist / "aligndet_pretrain_faster_rcnn_R_50_FPN_early_fusion_gn_mocov2.yaml"),
+        "init ssl": str(kaist / "faster_rcnn_R_50_FPN_early_fusion_gn_mocov2.yaml"),
+        "init ssl_boxdomain": str(kaist / "faster_rcnn_R_50_FPN_early_fusion_gn_mocov2_aligndet.yaml"),
+        "init imagenet_boxdomain": str(aligndet / "finetune_faster_rcnn_R_50_FPN_early_fusion_gn_imagenet.yaml"),
     }
 
 
