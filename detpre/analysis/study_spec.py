@@ -58,6 +58,7 @@ __all__ = [
     "StudySpec",
     "check_name",
     "command_line_study",
+    "is_study_file",
     "parse_assignments",
     "read_study_file",
     "resolve_spec",
@@ -212,6 +213,18 @@ def _named(path: str, key: str, node: Any) -> List[Tuple[str, Any]]:
     for name in node:
         check_name(str(name), f"{path}: {key}.{name}")
     return [(str(name), value) for name, value in node.items()]
+
+
+def is_study_file(path: str) -> bool:
+    """Whether a YAML file beside the configs is a study file rather than a training config.
+
+    Study files live in ``configs/`` next to the configs they name, so that their relative
+    paths read as ``_BASE_`` does; their ``inits`` key (which no Detectron2 config has) tells
+    them apart, for anything that walks the configs (the config tests).
+    """
+    with open(path) as f:
+        data = yaml.safe_load(f)
+    return isinstance(data, dict) and "inits" in data
 
 
 def read_study_file(path: str) -> StudySpec:

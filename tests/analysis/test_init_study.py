@@ -12,6 +12,7 @@ import os
 import pickle
 import subprocess
 from pathlib import Path
+from typing import Any, Tuple
 
 import pytest
 import torch
@@ -35,7 +36,7 @@ from detpre.analysis.init_study import (
     write_results,
 )
 from detpre.analysis.study_jobs import JobOutcome
-from detpre.analysis.study_spec import command_line_study
+from detpre.analysis.study_spec import command_line_study, read_study_file
 from detpre.utils.metrics import read_metrics
 from kaisteval.figures import FINAL_VALUE_GID, finish
 
@@ -662,3 +663,132 @@ def test_study_file_dry_run_lists_every_job(tmp_path, capsys):
     assert not out.exists() or not any(out.iterdir())  # a dry run writes nothing
     assert main(["--study", str(study), "--output-dir", str(out), "--launcher", "slurm", "--dry-run"]) == 2
     assert "needs the cluster's time limit" in capsys.readouterr().err
+
+
+def _shipped_study(name: str, tmp_path) -> Tuple[InitStudy, Any]:
+    spec = read_study_file(str(REPO / "configs" / name / "init_study.yaml"))
+    study = InitStudy(
+        spec.config_file,
+        spec.inits,
+        spec.schedules,
+        str(tmp_path / name),
+        opts=spec.opts,
+        metric=spec.metrics,
+        stages=spec.stages,
+    )
+    return study, study.plan("convert_pretrained.py")
+
+
+def test_the_kaist_study_ranks_every_route_on_one_detector(tmp_path):
+    study, plan = _shipped_study("KAIST", tmp_path)
+    out = tmp_path / "KAIST"
+    assert study.metrics == ["kaist/MR_all", "kaist/MR_day", "kaist/MR_night"]
+    rows = ["scratch", "imagenet", "coco", "ssl", "ssl_boxdomain", "imagenet_boxdomain"]
+    assert [c.name for c in plan.cells] == [f"{r}_{s}" for r in rows for s in ("1x", "2x", "4x")]
+    cells = {c.name: c.cfg for c in plan.cells}
+    # One detector, one training set and one evaluation for every row; only the start differs.
+    for cfg in cells.values():
+        assert cfg.MODEL.META_ARCHITECTURE == "GeneralizedRCNN" and cfg.INPUT.FORMAT == "BGRT"
+        assert cfg.MODEL.RESNETS.DEPTH == 50 and cfg.MODEL.RESNETS.NORM == "GN"
+        assert cfg.DATASETS.TRAIN == cells["scratch_1x"].DATASETS.TRAIN
+        assert cfg.DATASETS.TEST == ("kaist_test_all20_improved",)
+    assert cells["scratch_1x"].MODEL.WEIGHTS == ""
+    assert cells["scratch_4x"].SOLVER.MAX_ITER == 4 * cells["scratch_1x"].SOLVER.MAX_ITER
+    assert cells["imagenet_1x"].MODEL.WEIGHTS == "catalog://ImageNetPretrained/FAIR/R-50-GN"
+    assert tuple(cells["imagenet_1x"].MODEL.PIXEL_STD) == (1.0, 1.0, 1.0, 1.0)  # Caffe2 weights
+    assert cells["coco_1x"].MODEL.WEIGHTS.startswith("detectron2://Misc/mask_rcnn_R_50_FPN_3x_gn/")
+    for row in ("ssl", "ssl_boxdomain", "imagenet_boxdomain"):
+        assert cells[f"{row}_2x"].MODEL.WEIGHTS == str(out / "weights" / f"init_{row}.pth")
+    assert cells["ssl_boxdomain_1x"].SOLVER.BASE_LR == 1.5 * cells["ssl_1x"].SOLVER.BASE_LR  # AlignDet's recipe
+
+    # The chain: SSL from random init -> box-domain from its backbone; ImageNet -> box-domain.
+    stages = {s.stage.name: s for s in plan.stages}
+    assert list(stages) == ["ssl", "ssl_boxdomain", "imagenet_boxdomain"]
+    assert stages["ssl"].cfg.MODEL.META_ARCHITECTURE == "ImageDomainPretrainer"
+    assert stages["ssl"].cfg.MODEL.WEIGHTS == "" and stages["ssl"].cfg.DATASETS.TRAIN == ("kaist_train_all02",)
+    box = stages["ssl_boxdomain"].cfg
+    assert box.MODEL.META_ARCHITECTURE == "BoxDomainPretrainer"
+    assert box.MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS == str(out / "weights" / "stage_ssl_boxdomain.pth")
+    assert (
+        stages["imagenet_boxdomain"].cfg.MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS
+        == "catalog://ImageNetPretrained/FAIR/R-50-GN"
+    )
+    # Each conversion is checked against the config of what starts from it.
+    consumers = {c.consumer: c.argv[4] for c in plan.conversions}
+    kaist, aligndet = REPO / "configs" / "KAIST", REPO / "configs" / "AlignDet" / "KAIST"
+    assert consumers == {
+        "stage ssl_boxdomain": str(kaist / "aligndet_pretrain_faster_rcnn_R_50_FPN_early_fusion_gn_mocov2.yaml"),
+        "init ssl": str(kaist / "faster_rcnn_R_50_FPN_early_fusion_gn_mocov2.yaml"),
+        "init ssl_boxdomain": str(kaist / "faster_rcnn_R_50_FPN_early_fusion_gn_mocov2_aligndet.yaml"),
+        "init imagenet_boxdomain": str(aligndet / "finetune_faster_rcnn_R_50_FPN_early_fusion_gn_imagenet.yaml"),
+    }
+
+
+def test_the_demo_study_is_the_kaist_one_without_imagenet(tmp_path, capsys):
+    study, plan = _shipped_study("Demo", tmp_path)
+    rows = ["scratch", "ssl", "ssl_boxdomain", "boxdomain"]
+    assert [c.name for c in plan.cells] == [f"{r}_{s}" for r in rows for s in ("0.5x", "1x")]
+    cells = {c.name: c.cfg for c in plan.cells}
+    for cfg in cells.values():  # the same 100 labeled images and val set for every row
+        assert cfg.DATASETS.TRAIN == ("detpre_demo_train_100_s0",) and cfg.DATASETS.TEST == ("detpre_demo_val",)
+    assert cells["ssl_1x"].SOLVER.MAX_ITER == 240 and cells["ssl_0.5x"].SOLVER.MAX_ITER == 120
+    assert cells["boxdomain_1x"].SOLVER.BASE_LR == 0.03 and cells["scratch_1x"].SOLVER.BASE_LR == 0.02
+    assert [s.stage.name for s in plan.stages] == ["ssl", "ssl_boxdomain", "boxdomain"]
+    # The tool reads the same file; a dry run lists the jobs in order and writes nothing.
+    out = tmp_path / "dry"
+    assert main(["--study", str(REPO / "configs/Demo/init_study.yaml"), "--output-dir", str(out), "--dry-run"]) == 0
+    names = [line.split(":")[0] for line in capsys.readouterr().out.splitlines() if line and not line.startswith(" ")]
+    assert names[:7] == [
+        "pretrain_ssl",
+        "pretrain_ssl_boxdomain",
+        "pretrain_boxdomain",
+        "convert_ssl_to_stage_ssl_boxdomain",  # one conversion per consumer, checked against its config
+        "convert_ssl_to_init_ssl",
+        "convert_ssl_boxdomain_to_init_ssl_boxdomain",
+        "convert_boxdomain_to_init_boxdomain",
+    ]
+    assert names[7:] == [c.name for c in plan.cells]
+    assert not out.exists() or not any(out.iterdir())
+
+
+# The demo study's stages at a few iterations on a 16-image subset (MoCo's queue a multiple of
+# the batch; the box-domain stage on its own proposals of that subset).
+TINY_SSL_STAGE = ["SOLVER.IMS_PER_BATCH", "4", "SOLVER.MAX_ITER", "2", "MODEL.IMAGE_DOMAIN.QUEUE_SIZE", "8"]
+TINY_SSL_STAGE += ["DATASETS.TRAIN", "('detpre_demo_train_16_s0',)", "DATALOADER.NUM_WORKERS", "0"]
+TINY_BOX_STAGE = ["SOLVER.IMS_PER_BATCH", "2", "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)"]
+TINY_BOX_STAGE += ["SOLVER.WARMUP_ITERS", "1", "DATASETS.TRAIN", "('detpre_demo_train_16_s0',)"]
+TINY_BOX_STAGE += ["DATALOADER.NUM_WORKERS", "0"]
+
+
+@pytest.mark.slow
+def test_the_demo_study_runs_the_target_only_chain(demo_root, tmp_path, monkeypatch, capsys):
+    """configs/Demo/init_study.yaml as a user runs it, shrunk by flags only: MoCo v2 -> its
+    conversion -> box-domain pre-training from it -> conversion -> fine-tuning, beside scratch."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    proposals = tmp_path / "proposals.json"
+    tool = load_tool("precompute_proposals")
+    assert tool.main(["--dataset", "detpre_demo_train_16_s0", "--output", str(proposals), "--workers", "1"]) == 0
+    out = tmp_path / "study"
+    argv = ["--study", str(REPO / "configs" / "Demo" / "init_study.yaml"), "--output-dir", str(out)]
+    argv += ["--only", "scratch", "ssl_boxdomain", "--schedules", "1x", "--opts", *TOY_OPTS]
+    argv += ["--stage-opts", "ssl", *TINY_SSL_STAGE, "--stage-opts", "ssl_boxdomain", *TINY_BOX_STAGE]
+    argv += ["DATASETS.PROPOSAL_FILES_TRAIN", f"('{proposals}',)"]
+    capsys.readouterr()
+    assert main(argv) == 0, capsys.readouterr().err[-3000:]
+    # Each stage trained from what the study file says, and each conversion was checked.
+    ssl = yaml.safe_load((out / "pretrain" / "ssl" / "config.yaml").read_text())
+    assert ssl["MODEL"]["META_ARCHITECTURE"] == "ImageDomainPretrainer" and ssl["MODEL"]["WEIGHTS"] == ""
+    box = yaml.safe_load((out / "pretrain" / "ssl_boxdomain" / "config.yaml").read_text())
+    assert box["MODEL"]["BOX_DOMAIN"]["DETECTOR_WEIGHTS"] == str(out / "weights" / "stage_ssl_boxdomain.pth")
+    report = json.loads((out / "weights" / "stage_ssl_boxdomain.json").read_text())
+    assert report  # the conversion's report of what it kept, beside the weights
+    row = yaml.safe_load((out / "ssl_boxdomain_1x" / "config.yaml").read_text())
+    assert row["MODEL"]["WEIGHTS"] == str(out / "weights" / "init_ssl_boxdomain.pth")
+    assert row["SOLVER"]["BASE_LR"] == 0.03 and row["SOLVER"]["MAX_ITER"] == 4
+    # The table has both rows, each with its final AP; the stages are listed with their status.
+    table = (out / "init_study.md").read_text()
+    with open(out / "init_study.json") as f:
+        runs = {r["init"]: r for r in json.load(f)["runs"]}
+    assert set(runs) == {"scratch", "ssl_boxdomain"} and all(r["status"] == "done" for r in runs.values())
+    assert "| ssl | scratch |" in table and "| ssl_boxdomain | stage:ssl |" in table
+    assert (out / "init_study.png").is_file()

@@ -15,6 +15,8 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 import detpre  # noqa: F401  (registers detpre's backbones, heads and datasets)
+from detpre.analysis.study_spec import is_study_file
+from detpre.config import load_cfg
 from detpre.data.datasets.subsets import ensure_subset_registered
 from detpre.data.proposals import settings_from_cfg
 from detpre.layers.norm import resolve_norms
@@ -26,7 +28,9 @@ from toy_configs import SMALL, drop_weights, load_config, toy_batch  # noqa: E40
 
 from conftest import REPO  # noqa: E402
 
-CONFIGS = sorted(REPO.glob("configs/**/*.yaml"))
+# Study files (tools/init_study.py --study) live beside the configs they name; they are tested in
+# tests/analysis/test_init_study.py.
+CONFIGS = sorted(p for p in REPO.glob("configs/**/*.yaml") if not is_study_file(str(p)))
 IDS = [str(p.relative_to(REPO / "configs")) for p in CONFIGS]
 
 
@@ -88,6 +92,14 @@ def test_config_builds_and_trains_one_step(path: Path):
     total.backward()
     backbone = model.encoder_q.backbone if hasattr(model, "encoder_q") else getattr(model, "online", model).backbone
     assert all(p.grad is not None for p in backbone.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=IDS)
+def test_config_loads_as_the_tools_load_it(path: Path):
+    """tools/train_net.py reads a config with detpre's loader, which checks every file of the
+    ``_BASE_`` chain against the schedule it names: each shipped config passes those checks."""
+    cfg = load_cfg(str(path), [])
+    assert cfg.OUTPUT_DIR and cfg.SOLVER.MAX_ITER > 0
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=IDS)
