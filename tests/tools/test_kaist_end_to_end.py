@@ -2,7 +2,9 @@
 root under ``$DETECTRON2_DATASETS``, the builtin dataset names, ``tools/train_net.py`` to
 train an early-fusion detector a few iterations, ``tools/train_net.py --eval-only`` to
 predict and score MR^-2 with ``KAISTEvaluator``, and ``tools/kaist_eval.py`` agreeing with it
-on the detections file the evaluator wrote.
+on the detections file the evaluator wrote; and the whole target-only chain (image-domain SSL ->
+box-domain pre-training on thermal proposals -> fine-tuning) through ``tools/init_study.py``
+with the KAIST study file, its jobs run by submitit's local executor.
 """
 
 import json
@@ -13,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import REPO
 
@@ -145,3 +148,67 @@ def test_train_then_eval_only_reports_miss_rates_the_cli_reproduces(kaist_datase
     assert report.keys() == evaluator.keys()
     for setting, result in evaluator.items():
         assert report[setting] == result, setting  # the same text, the same protocol
+
+
+# The study's cells at toy scale: TINY's model and frames, with the KAIST schedule shrunk so
+# that the study's "1x" is 4 iterations of 2 frames (the study names the schedule).
+# The KAIST configs train on the train-all-02 frames with the paired annotations (the box-domain
+# ones never read a label); the fixture has the original annotations of the same frames.
+FIXTURE_TRAIN = ["DATASETS.TRAIN", "('kaist_train_all02',)"]
+_MODEL = TINY[TINY.index("MODEL.RESNETS.DEPTH") : TINY.index("TEST.EVAL_PERIOD")]
+STUDY_CELLS = ["MODEL.DEVICE", "cpu", "SOLVER.IMS_PER_BATCH", "2", *_MODEL, "DATALOADER.NUM_WORKERS", "0"]
+STUDY_CELLS += FIXTURE_TRAIN
+STUDY_CELLS += ["SOLVER.SCHEDULE.REFERENCE_IMS_PER_BATCH", "2", "SOLVER.SCHEDULE.ITERS_PER_X", "4"]
+STUDY_CELLS += ["SOLVER.SCHEDULE.STEPS_FROM_END", "(2, 1)", "SOLVER.SCHEDULE.WARMUP_ITERS", "1"]
+STUDY_CELLS += ["SOLVER.SCHEDULE.CHECKPOINT_PERIOD", "4", "SOLVER.SCHEDULE.EVAL_PERIOD", "4"]
+_STAGE = ["MODEL.DEVICE", "cpu", "SOLVER.MAX_ITER", "2", "SOLVER.STEPS", "(1,)", "SOLVER.WARMUP_ITERS", "1"]
+_STAGE += ["DATALOADER.NUM_WORKERS", "0"]
+# MoCo v2 on 64 px crops of the 9 frames, a queue of two batches.
+SSL_STAGE = [*_STAGE, "SOLVER.IMS_PER_BATCH", "4", "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"]
+SSL_STAGE += ["MODEL.IMAGE_DOMAIN.HIDDEN_DIM", "64", "MODEL.IMAGE_DOMAIN.QUEUE_SIZE", "8"]
+SSL_STAGE += ["INPUT.IMAGE_DOMAIN.CROP_SIZE", "64"]
+BOX_STAGE = [*_STAGE, "SOLVER.IMS_PER_BATCH", "2", *_MODEL, *FIXTURE_TRAIN]
+
+
+def test_the_target_only_chain_runs_through_the_study_as_cluster_jobs(kaist_datasets, tmp_path):
+    """configs/KAIST/init_study.yaml on the fixture laid out as KAIST, as a user would run it on a
+    cluster (submitit, here its local executor), shrunk by flags only: thermal proposals made by
+    the tool from the box-domain config; MoCo v2 on the unlabeled frames -> its backbone ->
+    box-domain pre-training -> the detector -> fine-tuning and MR^-2, beside scratch."""
+    env = dict(os.environ, DETECTRON2_DATASETS=str(kaist_datasets), OMP_NUM_THREADS="1")
+    box_config = REPO / "configs" / "KAIST" / "aligndet_pretrain_faster_rcnn_R_50_FPN_early_fusion_gn_mocov2.yaml"
+    proposals = tmp_path / "proposals.pkl"
+    made = run(
+        [str(REPO / "tools" / "precompute_proposals.py"), "--config-file", str(box_config), "--output", str(proposals)]
+        + FIXTURE_TRAIN,
+        env,
+        tmp_path,
+    )
+    assert proposals.is_file(), made.stderr[-2000:]
+    out = tmp_path / "study"
+    argv = [str(REPO / "tools" / "init_study.py"), "--study", str(REPO / "configs" / "KAIST" / "init_study.yaml")]
+    argv += ["--output-dir", str(out), "--only", "scratch", "ssl", "ssl_boxdomain", "--schedules", "1x"]
+    argv += ["--launcher", "submitit-local", "--wait", "--poll-seconds", "1", "--opts", *STUDY_CELLS]
+    argv += ["--stage-opts", "ssl", *SSL_STAGE, "--stage-opts", "ssl_boxdomain", *BOX_STAGE]
+    argv += ["DATASETS.PROPOSAL_FILES_TRAIN", f"('{proposals}',)"]
+    run(argv, env, tmp_path)
+
+    # Every job ran through submitit, each stage from what the study file says.
+    jobs = json.loads((out / "jobs.json").read_text())
+    assert {"pretrain_ssl", "pretrain_ssl_boxdomain", "scratch_1x", "ssl_1x", "ssl_boxdomain_1x"} <= set(jobs)
+    ssl_log = (out / "pretrain" / "ssl" / "log.txt").read_text()
+    assert "image_domain/queue_fill" in (out / "pretrain" / "ssl" / "metrics.json").read_text(), ssl_log[-2000:]
+    backbone = torch.load(out / "weights" / "init_ssl.pth", map_location="cpu")["model"]
+    assert backbone and all(k.startswith("backbone.bottom_up.") for k in backbone)  # the MoCo query encoder
+    detector = torch.load(out / "weights" / "init_ssl_boxdomain.pth", map_location="cpu")["model"]
+    assert any(k.startswith("proposal_generator.") for k in detector)  # the whole box-domain detector
+    # The table: MR^-2 all / day / night of every row, from each run's KAISTEvaluator.
+    with open(out / "init_study.json") as f:
+        study = json.load(f)
+    assert study["metrics"] == ["kaist/MR_all", "kaist/MR_day", "kaist/MR_night"]
+    runs = {r["init"]: r for r in study["runs"]}
+    assert set(runs) == {"scratch", "ssl", "ssl_boxdomain"}
+    for name, row in runs.items():
+        assert row["status"] == "done", (name, row)
+        assert all(0.0 <= row["values"][m] <= 100.0 for m in study["metrics"]), row
+    assert (out / "init_study.png").is_file()
