@@ -21,9 +21,9 @@ def blocks(title: str, language: str):
     return re.findall(rf"```{language}\n(.*?)```", RECIPES[start : end if end >= 0 else None], flags=re.S)
 
 
-def write_modules(title: str, folder: Path, replace=()) -> None:
-    """Each python block of the recipe, saved under the file name of its first line."""
-    for code in blocks(title, "python"):
+def write_modules(title: str, folder: Path, replace=(), language: str = "python") -> None:
+    """Each python (or yaml) block of the recipe, saved under the file name of its first line."""
+    for code in blocks(title, language):
         name = code.splitlines()[0].lstrip("# ").strip()
         for old, new in replace:
             code = code.replace(old, new)
@@ -127,3 +127,23 @@ def test_a_torchvision_checkpoint_joins_the_init_study(demo_env, tmp_path):
     for run in ("scratch_1x", "scratch_2x", "tv_r18_1x", "tv_r18_2x"):
         assert run in done.stdout
     assert (tmp_path / "output" / "study" / "weights" / "tv_r18.pkl").is_file()  # converted on the fly
+
+
+def test_a_study_file_trains_a_stage_once_and_converts_it_for_its_row(demo_env, tmp_path):
+    title = "Add a pre-training stage to the weight-init study"
+    write_modules(title, tmp_path, [("/path/to/detpre", str(REPO))], language="yaml")
+    (command,) = blocks(title, "bash")
+    argv = [sys.executable if w == "python" else w for w in shlex.split(command)]
+    argv = [str(tmp_path / w) if w == "my_study.yaml" else w.replace("output/", f"{tmp_path}/output/") for w in argv]
+    done = subprocess.run(argv, cwd=REPO, env=demo_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = [line.split(":")[0] for line in done.stdout.splitlines() if line and not line.startswith(" ")]
+    assert jobs == [
+        "pretrain_mocov2",
+        "convert_mocov2_to_init_mocov2",
+        "scratch_0.5x",
+        "scratch_1x",
+        "mocov2_0.5x",
+        "mocov2_1x",
+    ]
+    assert "MAX_ITER 100 x 32 images" in done.stdout  # the stage's own opts
