@@ -29,7 +29,9 @@ def main(out_dir: str, norm: str) -> None:
     cfg.merge_from_file(os.path.join(REPO, "configs", "Demo", "image_domain_mocov2_R18_FPN.yaml"))
     cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", norm, "MODEL.FPN.NORM", norm])
     cfg.MODEL.IMAGE_DOMAIN.EMBED_DIM, cfg.MODEL.IMAGE_DOMAIN.HIDDEN_DIM = 8, 16
-    cfg.MODEL.IMAGE_DOMAIN.QUEUE_SIZE = 8
+    # MoCo's random start, larger than the 2 x 4 keys enqueued: its untouched half shows whether
+    # every rank starts from the same queue (rank 0's) although their RNGs differ.
+    cfg.MODEL.IMAGE_DOMAIN.QUEUE_SIZE, cfg.MODEL.IMAGE_DOMAIN.QUEUE_START = 16, "random"
     cfg.SOLVER.IMS_PER_BATCH = LOCAL_BATCH * comm.get_world_size()
     torch.manual_seed(comm.get_rank())  # other inits per rank: DDP must broadcast rank 0's
     module = build_model(cfg)

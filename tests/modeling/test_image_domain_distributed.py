@@ -1,5 +1,6 @@
 """ImageDomainPretrainer under DDP in two CPU processes: keys gathered from every rank before
-they enter the queue (every rank keeps the same queue), and MoCo's shuffle BN for BN backbones."""
+they enter the queue and one random start for all (every rank keeps the same queue), and MoCo's
+shuffle BN for BN backbones."""
 
 import json
 import subprocess
@@ -21,8 +22,9 @@ def test_every_rank_enqueues_the_keys_of_every_rank(tmp_path, norm):
         capture_output=True,
     )
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    # Two steps of 2 x 2 images fill the queue of 8 exactly: it holds both ranks' keys, the same on each.
-    assert all((r["ptr"], r["filled"]) == (0, 8) for r in ranks)
+    # Two steps of 2 x 2 images fill half the queue of 16 with both ranks' keys; the other half is
+    # still the random start, rank 0's on both ranks. The whole queue is the same on each.
+    assert all((r["ptr"], r["filled"]) == (8, 8) for r in ranks)
     assert ranks[0]["queue"] == ranks[1]["queue"]
     assert ranks[0]["weights"] == ranks[1]["weights"]
     assert all(r["round_trip"] for r in ranks) and ranks[0]["order"] == ranks[1]["order"]

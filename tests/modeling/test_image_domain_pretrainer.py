@@ -419,3 +419,16 @@ def test_the_chains_configs_load_as_the_tools_load_them(path):
     if cfg.MODEL.META_ARCHITECTURE == "ImageDomainPretrainer":
         assert cfg.INPUT.DATASET_MAPPER_NAME == "TwoCropDatasetMapper" and not cfg.DATASETS.TEST
         assert not cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS and cfg.MODEL.IMAGE_DOMAIN.QUEUE_START == "empty"
+
+
+@pytest.mark.parametrize(
+    "path", [DEMO / "image_domain_mocov2_R18_FPN.yaml", DEMO / "aligndet_pretrain_faster_rcnn_R18_FPN_mocov2.yaml"]
+)
+def test_pretraining_refuses_precise_bn_whose_forward_would_move_the_momentum_encoder(path):
+    cfg = ssl_cfg(path)
+    cfg.MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS = ""
+    cfg.TEST.PRECISE_BN.ENABLED = True
+    with pytest.raises(ValueError, match="TEST.PRECISE_BN.ENABLED is True, but .*Pretrainer's training forward"):
+        build_model(cfg)
+    cfg.TEST.PRECISE_BN.ENABLED = False
+    assert build_model(cfg) is not None

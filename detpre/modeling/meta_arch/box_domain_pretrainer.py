@@ -50,6 +50,19 @@ __all__ = ["BoxDomainPretrainer", "cosine_momentum"]
 COLLAPSE_SPREAD = 0.05
 
 
+def refuse_precise_bn(cfg: CfgNode) -> None:
+    """Pre-training cannot recompute BN statistics the way a detector does (``TEST.PRECISE_BN``):
+    precise BN runs the model's training forward on ``NUM_ITER`` batches, and a pre-training
+    forward also moves the momentum encoder, fills the queues and counts steps. Refused when the
+    model is built, naming the key, rather than quietly changing the run."""
+    if cfg.TEST.PRECISE_BN.ENABLED:
+        raise ValueError(
+            f"TEST.PRECISE_BN.ENABLED is True, but {cfg.MODEL.META_ARCHITECTURE}'s training forward also updates its "
+            "momentum encoder (and queues), so precise BN would change the pre-training; set TEST.PRECISE_BN.ENABLED "
+            "False (recompute the statistics when fine-tuning instead)."
+        )
+
+
 def cosine_momentum(step: int, max_steps: int, base: float, end: float) -> float:
     """EMA momentum at ``step``: ``base`` at 0 rising to ``end`` at ``max_steps`` on a half cosine."""
     progress = min(max(step / max(max_steps, 1), 0.0), 1.0)
@@ -125,6 +138,7 @@ class BoxDomainPretrainer(nn.Module):
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         box = cfg.MODEL.BOX_DOMAIN
+        refuse_precise_bn(cfg)
         if box.DETECTOR_ARCHITECTURE == cls.__name__:
             raise ValueError("MODEL.BOX_DOMAIN.DETECTOR_ARCHITECTURE must name a detector, not BoxDomainPretrainer.")
         detector_cfg = cfg.clone()

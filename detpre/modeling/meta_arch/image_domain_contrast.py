@@ -138,6 +138,19 @@ def gather_across_ranks(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def broadcast_from_rank0(tensors: List[torch.Tensor]) -> None:
+    """Every rank's ``tensors`` made rank 0's, in place (nothing in one process).
+
+    Detectron2 wraps models with ``broadcast_buffers=False``, so DDP does not sync buffers as it
+    does in MoCo (whose random queue start is rank 0's): queues drawn at build time, on ranks
+    seeded apart, must be made equal once, before the first step uses them as negatives."""
+    if comm.get_world_size() == 1:
+        return
+    for tensor in tensors:
+        dist.broadcast(tensor, src=0)
+
+
+@torch.no_grad()
 def shuffle_across_ranks(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """MoCo's shuffle BN, first half: this rank's share of the global batch in a random order
     shared by all ranks, and that order (to undo it). Identity in one process."""

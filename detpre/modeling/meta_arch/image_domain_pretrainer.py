@@ -54,9 +54,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...data.multispectral import LWIR, VISIBLE, MultispectralFormat
 from .box_contrastive_loss import embedding_spread
-from .box_domain_pretrainer import COLLAPSE_SPREAD
+from .box_domain_pretrainer import COLLAPSE_SPREAD, refuse_precise_bn
 from .image_domain_contrast import (
     KeyQueue,
+    broadcast_from_rank0,
     gather_across_ranks,
     match_locations,
     queue_info_nce,
@@ -201,6 +202,7 @@ class ImageDomainPretrainer(nn.Module):
     @classmethod
     def from_config(cls, cfg: CfgNode) -> Dict[str, Any]:
         ssl = cfg.MODEL.IMAGE_DOMAIN
+        refuse_precise_bn(cfg)
         if ssl.QUEUE_SIZE % cfg.SOLVER.IMS_PER_BATCH:
             raise ValueError(
                 f"MODEL.IMAGE_DOMAIN.QUEUE_SIZE ({ssl.QUEUE_SIZE}) must be a multiple of SOLVER.IMS_PER_BATCH "
@@ -284,7 +286,8 @@ class ImageDomainPretrainer(nn.Module):
     @torch.no_grad()
     def _update_key_encoder(self) -> None:
         """key <- m * key + (1 - m) * query over parameters (MoCo); at the first step a copy of
-        parameters and buffers. Buffers (BN statistics) are otherwise the key encoder's own."""
+        parameters and buffers, and every rank's queues made rank 0's (a random start differs
+        between ranks). Buffers (BN statistics) are otherwise the key encoder's own."""
         query = dict(self.encoder_q.named_parameters())
         first = int(self.steps) == 0
         for name, param in self.encoder_k.named_parameters():
@@ -296,6 +299,7 @@ class ImageDomainPretrainer(nn.Module):
             query_buffers = dict(self.encoder_q.named_buffers())
             for name, buffer in self.encoder_k.named_buffers():
                 buffer.copy_(query_buffers[name])
+            broadcast_from_rank0([q.keys for q in self.queues.values()])
 
     @torch.no_grad()
     def _keys(self, images: torch.Tensor, modality: Optional[str]) -> EncoderOutput:
