@@ -43,8 +43,12 @@ def two_views(batch: List[Dict]) -> List[Dict]:
 def side_cfg(args: argparse.Namespace, side: str) -> CfgNode:
     # Random init: the cost does not depend on it. A randomly initialised FrozenBN ResNet has
     # no normalisation at all and diverges within a few steps; GN (as detpre's from-scratch
-    # configs) keeps random weights trainable.
+    # configs) keeps random weights trainable. The LR is cut 100-fold: the same batch stepped again
+    # round after round at the pre-training's 0.02 diverged to NaN on the box-domain side (AlignDet's
+    # 4096-RoI regression on random weights); what a step costs does not depend on the LR.
     opts = [
+        "SOLVER.BASE_LR",
+        "0.0002",
         "MODEL.BOX_DOMAIN.DETECTOR_WEIGHTS",
         "",
         "MODEL.RESNETS.NORM",
