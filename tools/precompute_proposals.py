@@ -143,7 +143,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--top-k", type=int, dest="top_k", help="override the preset's top_k (0: keep all)")
     parser.add_argument("--recall-iou", type=float, nargs="+", default=[0.5, 0.7])
     parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help="config overrides")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     flags = [
         word
         for dest, key in SEARCH_FLAGS.items()

@@ -215,6 +215,17 @@ def _named(path: str, key: str, node: Any) -> List[Tuple[str, Any]]:
     return [(str(name), value) for name, value in node.items()]
 
 
+def _load_yaml(path: str) -> Any:
+    """A study file's YAML, or a :class:`ConfigError` naming the file."""
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"study file {path}: cannot be read ({e.strerror or e})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"study file {path}: not valid YAML ({e})") from None
+
+
 def is_study_file(path: str) -> bool:
     """Whether a YAML file beside the configs is a study file rather than a training config.
 
@@ -222,20 +233,13 @@ def is_study_file(path: str) -> bool:
     paths read as ``_BASE_`` does; their ``inits`` key (which no Detectron2 config has) tells
     them apart, for anything that walks the configs (the config tests).
     """
-    with open(path) as f:
-        data = yaml.safe_load(f)
+    data = _load_yaml(path)
     return isinstance(data, dict) and "inits" in data
 
 
 def read_study_file(path: str) -> StudySpec:
     """Read and check a study file; raises :class:`ConfigError` naming the file and the key."""
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
-    except OSError as e:
-        raise ConfigError(f"study file {path}: cannot be read ({e.strerror or e})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"study file {path}: not valid YAML ({e})") from None
+    data = _load_yaml(path)
     data = _check_keys(f"study file {path}", data or {}, _TOP_KEYS)
     folder = os.path.dirname(os.path.abspath(path))
     spec = StudySpec(path=os.path.abspath(path))

@@ -247,6 +247,10 @@ def test_tool_takes_the_source_and_preset_from_a_config(lwir_dataset, tmp_path, 
     argv = ["--config-file", config, "DATASETS.PROPOSAL_SEARCH.PRESET", "detpre_v1", "--workers", "1"]
     assert tool.main(argv) == 0
     assert pickle.load(open(output, "rb"))["proposals"]["filter"]["top_k"] == 100
+    # Overrides before and after a flag (the tool contract: flags anywhere).
+    assert tool.main([*argv, "DATASETS.PROPOSAL_SEARCH.GENERATOR", "thermal_mser@lwir"]) == 0
+    settings = pickle.load(open(output, "rb"))["proposals"]
+    assert settings["generator"] == "thermal_mser@lwir" and settings["filter"]["top_k"] == 100
 
 
 @pytest.mark.parametrize(
