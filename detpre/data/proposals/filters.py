@@ -40,7 +40,7 @@ The heights are in the pixels of the searched copy (the image itself by default)
 """
 
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -129,11 +129,13 @@ class ProposalFilter:
 def merge_ranked(ranked: Sequence[np.ndarray]) -> np.ndarray:
     """Interleave several ordered box lists (the first of each, then the second, ...)."""
     ranked = [np.asarray(b, dtype=np.float32).reshape(-1, 4) for b in ranked]
-    longest = max((len(b) for b in ranked), default=0)
-    rows: List[np.ndarray] = []
-    for i in range(longest):
-        rows.extend(b[i] for b in ranked if i < len(b))
-    return np.stack(rows) if rows else np.zeros((0, 4), dtype=np.float32)
+    if len(ranked) == 1:
+        return ranked[0]
+    if not ranked:
+        return np.zeros((0, 4), dtype=np.float32)
+    # Rank within its list, lists in their order for equal ranks: a stable sort by rank.
+    ranks = np.concatenate([np.arange(len(b)) for b in ranked])
+    return np.concatenate(ranked)[np.argsort(ranks, kind="stable")]
 
 
 def rank_logits(n: int) -> np.ndarray:
