@@ -35,6 +35,7 @@ from ..data.multispectral import (
     read_frames,
     stack_channels,
 )
+from ..modeling.backbone.bottom_up import bottom_up
 from ..modeling.build import build_backbone
 from ..utils.file_io import atomic_write
 
@@ -200,15 +201,15 @@ def load_backbone(cfg: CfgNode, weights: str, stages: Sequence[str]) -> StageExt
     cfg.defrost()
     cfg.MODEL.RESNETS.OUT_FEATURES = sorted(set(cfg.MODEL.RESNETS.OUT_FEATURES) | set(stages))
     holder = _Holder(build_backbone(cfg))
-    bottom_up = getattr(holder.backbone, "bottom_up", holder.backbone)  # FPN wraps the ResNet
-    available = bottom_up.output_shape()
+    network = bottom_up(holder.backbone)  # FPN wraps the ResNet
+    available = network.output_shape()
     unknown = [s for s in stages if s not in available]
     if unknown:
         raise ValueError(f"backbone {cfg.MODEL.BACKBONE.NAME} has no stage(s) {unknown}; it has {sorted(available)}")
     if weights:
         checkpointer = _BackboneCheckpointer(holder)
         checkpointer.load(weights)
-        prefix = "backbone.bottom_up." if bottom_up is not holder.backbone else "backbone."
+        prefix = "backbone.bottom_up." if network is not holder.backbone else "backbone."
         missing = [k for k in checkpointer.incompatible.missing_keys if k.startswith(prefix)]
         if missing:
             raise ValueError(
@@ -216,7 +217,7 @@ def load_backbone(cfg: CfgNode, weights: str, stages: Sequence[str]) -> StageExt
                 f"{missing[:5]}; check MODEL.RESNETS (DEPTH, STRIDE_IN_1X1, NUM_GROUPS, ...) "
                 "against the checkpoint"
             )
-    return StageExtractor(bottom_up, stages, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD).eval()
+    return StageExtractor(network, stages, cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD).eval()
 
 
 def default_device() -> torch.device:

@@ -95,6 +95,14 @@ class MultispectralFormat:
         """The frames this format reads, visible first."""
         return tuple(m for m, n in ((VISIBLE, self.visible_channels), (LWIR, self.thermal_channels)) if n)
 
+    def check_cross_modal(self, fmt: str) -> None:
+        """Cross-modal pre-training (``MODEL.IMAGE_DOMAIN.CROSS_MODAL``) needs both frames of a pair."""
+        if not self.visible or not self.thermal_channels:
+            raise ValueError(
+                f"MODEL.IMAGE_DOMAIN.CROSS_MODAL pairs a visible and a thermal frame, but INPUT.FORMAT "
+                f"{fmt!r} has {'no thermal' if self.visible else 'no visible'} channels."
+            )
+
     def check_pixel_stats(self, pixel_mean: Sequence[float], pixel_std: Sequence[float], fmt: str) -> None:
         """MODEL.PIXEL_MEAN/STD must give one value per channel of the format."""
         for key, values in (("MODEL.PIXEL_MEAN", pixel_mean), ("MODEL.PIXEL_STD", pixel_std)):

@@ -116,11 +116,8 @@ class TwoCropDatasetMapper:
                 f"INPUT.IMAGE_DOMAIN.COLOR_JITTER needs brightness, contrast, saturation and hue, got {color_jitter}."
             )
         self.format = MultispectralFormat.parse(image_format)
-        if cross_modal and not (self.format.visible and self.format.thermal_channels):
-            raise ValueError(
-                f"MODEL.IMAGE_DOMAIN.CROSS_MODAL pairs a visible and a thermal frame, but INPUT.FORMAT "
-                f"{image_format!r} does not have both."
-            )
+        if cross_modal:
+            self.format.check_cross_modal(image_format)
         self.crop_size = crop_size
         self.crop_scale = tuple(crop_scale)
         self.crop_ratio = tuple(crop_ratio)

@@ -39,28 +39,24 @@ from detectron2.utils.logger import log_every_n_seconds
 from torch import nn
 
 from ...checkpoint import DetpreCheckpointer
+from ..backbone.bottom_up import bottom_up
 from .box_contrastive_loss import box_contrastive_loss, embedding_spread
 from .box_domain_heads import BACKGROUND_ID, BoxEmbeddings, BoxSampler, build_box_domain_head, is_untrained
+from .pretraining import check_two_views, collapse_warning, ema_update_, refuse_precise_bn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BoxDomainPretrainer", "cosine_momentum"]
-
-#: Embedding spread (see ``embedding_spread``) under which a warning says the embeddings collapse.
-COLLAPSE_SPREAD = 0.05
+__all__ = ["BoxDomainPretrainer", "cosine_momentum", "detector_cfg"]
 
 
-def refuse_precise_bn(cfg: CfgNode) -> None:
-    """Pre-training cannot recompute BN statistics the way a detector does (``TEST.PRECISE_BN``):
-    precise BN runs the model's training forward on ``NUM_ITER`` batches, and a pre-training
-    forward also moves the momentum encoder, fills the queues and counts steps. Refused when the
-    model is built, naming the key, rather than quietly changing the run."""
-    if cfg.TEST.PRECISE_BN.ENABLED:
-        raise ValueError(
-            f"TEST.PRECISE_BN.ENABLED is True, but {cfg.MODEL.META_ARCHITECTURE}'s training forward also updates its "
-            "momentum encoder (and queues), so precise BN would change the pre-training; set TEST.PRECISE_BN.ENABLED "
-            "False (recompute the statistics when fine-tuning instead)."
-        )
+def detector_cfg(cfg: CfgNode) -> CfgNode:
+    """The config of the detector a box-domain pre-training config wraps: a copy whose
+    ``MODEL.META_ARCHITECTURE`` is ``MODEL.BOX_DOMAIN.DETECTOR_ARCHITECTURE`` (the model a
+    box-domain checkpoint's weights, and its image-domain input weights, are for)."""
+    out = cfg.clone()
+    out.defrost()
+    out.MODEL.META_ARCHITECTURE = cfg.MODEL.BOX_DOMAIN.DETECTOR_ARCHITECTURE
+    return out
 
 
 def cosine_momentum(step: int, max_steps: int, base: float, end: float) -> float:
@@ -141,10 +137,7 @@ class BoxDomainPretrainer(nn.Module):
         refuse_precise_bn(cfg)
         if box.DETECTOR_ARCHITECTURE == cls.__name__:
             raise ValueError("MODEL.BOX_DOMAIN.DETECTOR_ARCHITECTURE must name a detector, not BoxDomainPretrainer.")
-        detector_cfg = cfg.clone()
-        detector_cfg.defrost()
-        detector_cfg.MODEL.META_ARCHITECTURE = box.DETECTOR_ARCHITECTURE
-        detector = META_ARCH_REGISTRY.get(box.DETECTOR_ARCHITECTURE)(detector_cfg)
+        detector = META_ARCH_REGISTRY.get(box.DETECTOR_ARCHITECTURE)(detector_cfg(cfg))
         detector.to(torch.device(cfg.MODEL.DEVICE))
         if box.DETECTOR_WEIGHTS:
             logger.info("Loading image-domain weights of the detector from %s", box.DETECTOR_WEIGHTS)
@@ -167,8 +160,7 @@ class BoxDomainPretrainer(nn.Module):
 
     def _frozen_backbone(self) -> nn.Module:
         """The image-domain part: an FPN's bottom-up network, else the whole backbone."""
-        backbone = self.online.backbone
-        return getattr(backbone, "bottom_up", backbone)
+        return bottom_up(self.online.backbone)
 
     def train(self, mode: bool = True) -> "BoxDomainPretrainer":
         super().train(mode)
@@ -186,19 +178,12 @@ class BoxDomainPretrainer(nn.Module):
     def momentum_update(self, momentum: float) -> None:
         """momentum_weights <- momentum * momentum_weights + (1 - momentum) * online_weights;
         buffers (norm statistics) are copied."""
-        for online, target in ((self.online, self.momentum), (self.head, self.momentum_head)):
-            for p_online, p_target in zip(online.parameters(), target.parameters()):
-                p_target.lerp_(p_online, 1.0 - momentum)
-            for b_online, b_target in zip(online.buffers(), target.buffers()):
-                b_target.copy_(b_online)
+        ema_update_(self.momentum, self.online, momentum)
+        ema_update_(self.momentum_head, self.head, momentum)
 
     def _targets(self, batched_inputs: List[Dict[str, Any]]) -> Tuple[List[Instances], List[Instances]]:
         """Each view's proposals on the device, identities made unique across the batch."""
-        if any(len(x.get("views", ())) != 2 for x in batched_inputs):
-            raise ValueError(
-                "BoxDomainPretrainer trains on two views per image: set INPUT.DATASET_MAPPER_NAME: "
-                "TwoViewDatasetMapper."
-            )
+        check_two_views(batched_inputs, "BoxDomainPretrainer", "TwoViewDatasetMapper")
         device = self.steps.device
         per_view: Tuple[List[Instances], List[Instances]] = ([], [])
         stride = 1 + max(
@@ -254,12 +239,8 @@ class BoxDomainPretrainer(nn.Module):
         if int(positive.sum()) >= 2:
             spread = embedding_spread(queries.embeddings[positive]).item()
             storage.put_scalar(f"box_domain/embedding_spread{suffix}", spread)
-            if spread < COLLAPSE_SPREAD:
-                log_every_n_seconds(
-                    logging.WARNING,
-                    f"Box embeddings{suffix} are collapsing at iteration {storage.iter}: spread {spread:.4f} "
-                    f"(about 1 when they cover the sphere). Lower the LR, or raise MODEL.BOX_DOMAIN.TEMPERATURE "
-                    "or BASE_MOMENTUM.",
-                    n=60,
-                    name=__name__,
-                )
+            warning = collapse_warning(
+                f"Box embeddings{suffix}", spread, storage.iter, "MODEL.BOX_DOMAIN.TEMPERATURE or BASE_MOMENTUM"
+            )
+            if warning:
+                log_every_n_seconds(logging.WARNING, warning, n=60, name=__name__)

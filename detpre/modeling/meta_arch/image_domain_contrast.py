@@ -45,7 +45,10 @@ class KeyQueue(nn.Module):
     def __init__(self, size: int, dim: int, start: str = "random"):
         super().__init__()
         if size < 1 or dim < 1:
-            raise ValueError(f"A key queue needs a positive size and dimension, got {size} x {dim}.")
+            raise ValueError(
+                f"A key queue needs a positive size and dimension: MODEL.IMAGE_DOMAIN.QUEUE_SIZE is {size}, "
+                f"EMBED_DIM {dim}."
+            )
         if start not in self.STARTS:
             raise ValueError(f"MODEL.IMAGE_DOMAIN.QUEUE_START {start!r} is not one of {self.STARTS}.")
         self.start = start

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..backbone.bottom_up import bottom_up
 from ..backbone.fusion import HalfwayFusionResNet
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,8 @@ class ContrastiveEncoder(nn.Module):
             kaiming_heads: DenseCL's init of the global head (else MoCo's, PyTorch's default).
         """
         super().__init__()
-        bottom_up = getattr(backbone, "bottom_up", None)
-        self.backbone = _BottomUpPath(bottom_up) if bottom_up is not None else backbone
+        network = bottom_up(backbone)
+        self.backbone = _BottomUpPath(network) if network is not backbone else backbone
         shapes = self.network.output_shape()
         self.feature = max(shapes, key=lambda name: shapes[name].stride)
         channels = shapes[self.feature].channels
@@ -80,7 +81,7 @@ class ContrastiveEncoder(nn.Module):
     @property
     def network(self) -> nn.Module:
         """The network the views go through (an FPN's bottom-up, else the backbone)."""
-        return getattr(self.backbone, "bottom_up", self.backbone)
+        return bottom_up(self.backbone)
 
     def last_stage(self, images: torch.Tensor, modality: Optional[str] = None) -> torch.Tensor:
         """The last stage's map of normalised ``images``. With ``modality``, the images show that

@@ -54,7 +54,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ...data.multispectral import LWIR, VISIBLE, MultispectralFormat
 from .box_contrastive_loss import embedding_spread
-from .box_domain_pretrainer import COLLAPSE_SPREAD, refuse_precise_bn
 from .image_domain_contrast import (
     KeyQueue,
     broadcast_from_rank0,
@@ -65,6 +64,7 @@ from .image_domain_contrast import (
     unshuffle_across_ranks,
 )
 from .image_domain_encoder import ContrastiveEncoder, EncoderOutput, unreachable_parameters
+from .pretraining import check_two_views, collapse_warning, ema_update_, refuse_precise_bn
 
 logger = logging.getLogger(__name__)
 
@@ -211,11 +211,7 @@ class ImageDomainPretrainer(nn.Module):
         modality_channels = None
         if ssl.CROSS_MODAL:
             fmt = MultispectralFormat.parse(cfg.INPUT.FORMAT)
-            if not fmt.visible or not fmt.thermal_channels:
-                raise ValueError(
-                    f"MODEL.IMAGE_DOMAIN.CROSS_MODAL pairs a visible and a thermal frame, but INPUT.FORMAT "
-                    f"{cfg.INPUT.FORMAT!r} has {'no thermal' if fmt.visible else 'no visible'} channels."
-                )
+            fmt.check_cross_modal(cfg.INPUT.FORMAT)
             modality_channels = {VISIBLE: (0, fmt.visible_channels), LWIR: (fmt.visible_channels, fmt.channels)}
         return {
             "backbone": build_backbone(cfg, ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN))),
@@ -263,11 +259,7 @@ class ImageDomainPretrainer(nn.Module):
 
     def _views(self, batched_inputs: List[Dict[str, Any]]) -> List[Tuple[torch.Tensor, Optional[str]]]:
         """The two views of the batch, each as (normalised images, modality shown)."""
-        if any(len(x.get("views", ())) != 2 for x in batched_inputs):
-            raise ValueError(
-                "ImageDomainPretrainer trains on two views per image: set INPUT.DATASET_MAPPER_NAME: "
-                "TwoCropDatasetMapper."
-            )
+        check_two_views(batched_inputs, "ImageDomainPretrainer", "TwoCropDatasetMapper")
         out = []
         for index in range(2):
             views = [x["views"][index] for x in batched_inputs]
@@ -288,17 +280,9 @@ class ImageDomainPretrainer(nn.Module):
         """key <- m * key + (1 - m) * query over parameters (MoCo); at the first step a copy of
         parameters and buffers, and every rank's queues made rank 0's (a random start differs
         between ranks). Buffers (BN statistics) are otherwise the key encoder's own."""
-        query = dict(self.encoder_q.named_parameters())
         first = int(self.steps) == 0
-        for name, param in self.encoder_k.named_parameters():
-            if first:
-                param.copy_(query[name])
-            else:
-                param.lerp_(query[name], 1.0 - self.momentum)
+        ema_update_(self.encoder_k, self.encoder_q, 0.0 if first else self.momentum, copy_buffers=first)
         if first:
-            query_buffers = dict(self.encoder_q.named_buffers())
-            for name, buffer in self.encoder_k.named_buffers():
-                buffer.copy_(query_buffers[name])
             broadcast_from_rank0([q.keys for q in self.queues.values()])
 
     @torch.no_grad()
@@ -388,12 +372,8 @@ class ImageDomainPretrainer(nn.Module):
                 continue
             spread = torch.stack(values).mean().item()
             storage.put_scalar(f"image_domain/{head}_embedding_spread", spread)
-            if spread < COLLAPSE_SPREAD:
-                log_every_n_seconds(
-                    logging.WARNING,
-                    f"Image-domain {head} embeddings are collapsing at iteration {storage.iter}: spread {spread:.4f} "
-                    "(about 1 when they cover the sphere). Lower the LR, or raise MODEL.IMAGE_DOMAIN.TEMPERATURE "
-                    "or QUEUE_SIZE.",
-                    n=60,
-                    name=__name__,
-                )
+            warning = collapse_warning(
+                f"Image-domain {head} embeddings", spread, storage.iter, "MODEL.IMAGE_DOMAIN.TEMPERATURE or QUEUE_SIZE"
+            )
+            if warning:
+                log_every_n_seconds(logging.WARNING, warning, n=60, name=__name__)
