@@ -125,27 +125,18 @@ def run_probe(
     """``{stage: ProbeResult}`` of the backbone of ``cfg`` + ``weights`` on ``data``."""
     paths, labels, classes = image_folder(data, cfg.INPUT.FORMAT)
     splits = split_indices(labels, val_fraction, 0.0 if test_data else test_fraction, seed)
-    test_feats = None
-    if not test_data:
-        feats = pooled_features(cfg, weights, data, paths, stages, size, cache_dir, batch_size, device)
-    else:
+    image_paths = paths
+    if test_data:
         test_paths, test_labels, test_classes = image_folder(test_data, cfg.INPUT.FORMAT)
         if test_classes != classes:
             raise ValueError(f"{test_data} has classes {test_classes[:5]}..., {data} has {classes[:5]}...")
-        if weights:
-            feats = pooled_features(cfg, weights, data, paths, stages, size, cache_dir, batch_size, device)
-            test_feats = pooled_features(
-                cfg, weights, test_data, test_paths, stages, size, cache_dir, batch_size, device
-            )
-        else:
-            # A random init is drawn anew at every build: both folders go through one build, or
-            # the test features would come from another network than the classifier's.
-            both = [os.path.join(data, p) for p in paths] + [os.path.join(test_data, p) for p in test_paths]
-            everything = pooled_features(cfg, weights, "", both, stages, size, None, batch_size, device)
-            feats = {s: f[: len(paths)] for s, f in everything.items()}
-            test_feats = {s: f[len(paths) :] for s, f in everything.items()}
+        # Both folders in one pass: a random init is drawn anew at every build, and the test
+        # features must come from the network the classifier is fitted on. Absolute test paths
+        # stay themselves under ``data`` (os.path.join drops the root).
+        image_paths = paths + [os.path.abspath(os.path.join(test_data, p)) for p in test_paths]
+    feats = pooled_features(cfg, weights, data, image_paths, stages, size, cache_dir, batch_size, device)
     results = {}
     for stage in stages:
-        test_set = (test_feats[stage], test_labels) if test_feats else None
-        results[stage] = probe_features(feats[stage], labels, splits, test_set, cs)
+        test_set = (feats[stage][len(paths) :], test_labels) if test_data else None
+        results[stage] = probe_features(feats[stage][: len(paths)], labels, splits, test_set, cs)
     return results
